@@ -1,0 +1,108 @@
+"""The `hippo-peft` command: what nnU-Net's own commands do not cover."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hippo_peft.networks.presets import ARCHS, PRESETS
+
+
+def _cmd_plan(args):
+    from hippo_peft.planning import plan_dataset
+    plan_dataset(args.dataset, args.arch, args.preset, args.patch_size, args.plans_name, args.overwrite, args.np,
+                 preprocess=not args.no_preprocess, verify=not args.no_verify)
+
+
+def _cmd_env(args):
+    import os
+
+    from hippo_peft.nnunet_env import NNUNET_PATH_VARS, SHIM_NAME, ext_trainer_export_line, nnunet_trainer_dir
+    print(ext_trainer_export_line())
+    for name in NNUNET_PATH_VARS:
+        value = os.environ.get(name)
+        print(f"# {name}={value}" if value else f"# {name} is NOT set: export {name}=/path/to/{name}")
+    shim = nnunet_trainer_dir() / SHIM_NAME
+    print(f"# in-tree shim: {'installed at ' + str(shim) if shim.exists() else 'not installed (optional)'}")
+
+
+def _cmd_install_shim(args):
+    from hippo_peft.nnunet_env import install_shim
+    print(f"Wrote {install_shim()}; nnU-Net now finds hippo_peft's trainers without nnUNet_extTrainer.")
+
+
+def _cmd_uninstall_shim(args):
+    from hippo_peft.nnunet_env import uninstall_shim
+    removed = uninstall_shim()
+    print(f"Removed {removed}" if removed else "No hippo_peft shim was installed.")
+
+
+def _cmd_import_weights(args):
+    from hippo_peft.import_weights import import_weights
+    import_weights(args.source, args.plans, args.output, args.configuration, args.min_fraction, args.overwrite)
+
+
+def _cmd_demo(args):
+    from hippo_peft.demo import run_demo
+    run_demo(workdir=args.workdir, raw=args.raw, arch=args.arch, preset=args.preset, keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hippo-peft", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("plan", help="plan + preprocess 3d_fullres for UNETR/SwinUNETR (nnU-Net's planner underneath)")
+    s.add_argument("-d", "--dataset", required=True, help="dataset id or name (DatasetXXX_Name)")
+    s.add_argument("--arch", required=True, choices=sorted(ARCHS))
+    s.add_argument("--preset", default="paper", choices=sorted(PRESETS["unetr"]),
+                   help="network size: paper (GPU), compact (CPU in minutes), tiny (tests). Default: paper")
+    s.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="explicit patch size (multiples of 16 for UNETR, 32 for SwinUNETR); for UNETR transfer, "
+                        "use the source's patch size. Default: nnU-Net's, rounded up")
+    s.add_argument("--plans-name", help="default nnUNetPlans_<ARCH>_<preset>")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing plans file of that name")
+    s.add_argument("-np", type=int, default=2, help="processes for fingerprint/preprocessing (default 2)")
+    s.add_argument("--no-preprocess", action="store_true", help="write the plans only")
+    s.add_argument("--no-verify", action="store_true", help="skip nnU-Net's dataset integrity check")
+    s.set_defaults(func=_cmd_plan)
+
+    s = sub.add_parser("env", help="print the nnUNet_extTrainer export line and check nnU-Net's variables")
+    s.set_defaults(func=_cmd_env)
+    s = sub.add_parser("install-shim", help="(opt-in) write a re-export module into nnunetv2's trainer folder")
+    s.set_defaults(func=_cmd_install_shim)
+    s = sub.add_parser("uninstall-shim", help="remove the module install-shim wrote")
+    s.set_defaults(func=_cmd_uninstall_shim)
+
+    s = sub.add_parser("import-weights", help="turn a foreign checkpoint (MONAI state dict, state_dict/net wrapper, "
+                                              "nnU-Net checkpoint) into a -pretrained_weights file for a plans file")
+    s.add_argument("source", help=".pt/.pth/.ckpt/.safetensors checkpoint")
+    s.add_argument("--plans", required=True, help="target plans file written by `hippo-peft plan` "
+                                                  "($nnUNet_preprocessed/DatasetXXX/nnUNetPlans_UNETR_paper.json)")
+    s.add_argument("-c", "--configuration", default="3d_fullres")
+    s.add_argument("-o", "--output", required=True, help="checkpoint to write")
+    s.add_argument("--min-fraction", type=float, default=0.5,
+                   help="refuse when less than this fraction of the network's numbers can be loaded (default 0.5)")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=_cmd_import_weights)
+
+    s = sub.add_parser("demo", help="the whole pipeline on CPU on generated phantoms (or --raw DATASET)")
+    s.add_argument("--workdir", help="keep the nnU-Net tree here (default: a temporary folder, removed afterwards)")
+    s.add_argument("--raw", help="an nnU-Net raw dataset folder (DatasetXXX_Name) to use as the target task")
+    s.add_argument("--arch", default="unetr", choices=sorted(ARCHS))
+    s.add_argument("--preset", default="tiny", choices=sorted(PRESETS["unetr"]))
+    s.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    s.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        print(f"hippo-peft {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

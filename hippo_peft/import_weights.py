@@ -1,0 +1,48 @@
+"""`hippo-peft import-weights`: a foreign checkpoint -> an nnU-Net-style file for ``-pretrained_weights``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from hippo_peft.networks import arch_for_class_name
+from hippo_peft.weights import LoadReport, read_state_dict, transfer_weights
+
+
+def network_from_plans(plans_file: str | Path, configuration: str = "3d_fullres", dataset_json: dict | None = None):
+    """Build the (randomly initialised) network a hippo_peft plans file describes. Returns (network, in_channels)."""
+    from batchgenerators.utilities.file_and_folder_operations import join, load_json
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from hippo_peft.networks import build_network
+
+    plans_file = Path(plans_file)
+    if not plans_file.is_file():
+        raise FileNotFoundError(f"Plans file not found: {plans_file}")
+    pm = PlansManager(str(plans_file))
+    cm = pm.get_configuration(configuration)
+    if arch_for_class_name(cm.network_arch_class_name) is None:
+        raise ValueError(f"{plans_file} configuration '{configuration}' uses {cm.network_arch_class_name}, not a "
+                         f"hippo_peft network. Plan the dataset with `hippo-peft plan -d ... --arch unetr|swinunetr`.")
+    dataset_json = dataset_json or load_json(join(plans_file.parent, "dataset.json"))
+    in_channels = determine_num_input_channels(pm, cm, dataset_json)
+    out_channels = pm.get_label_manager(dataset_json).num_segmentation_heads
+    net = build_network(cm.network_arch_class_name, cm.network_arch_init_kwargs, cm.patch_size, in_channels,
+                        out_channels)
+    return net, in_channels
+
+
+def import_weights(source: str | Path, plans_file: str | Path, output: str | Path, configuration: str = "3d_fullres",
+                   min_fraction: float = 0.5, overwrite: bool = False) -> LoadReport:
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it. Nothing was written.")
+    net, in_channels = network_from_plans(plans_file, configuration)
+    report = transfer_weights(net, read_state_dict(source), in_channels, min_fraction)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"network_weights": net.state_dict(),
+                "hippo_peft_import": {"source": str(source), "plans": str(plans_file), **report.to_dict()}}, output)
+    print(report.format())
+    print(f"Wrote {output}; use it with nnUNetv2_train ... -pretrained_weights {output}")
+    return report

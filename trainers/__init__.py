@@ -1,0 +1,13 @@
+"""nnU-Net trainers of hippo_peft (installed as ``hippo_peft.trainers``).
+
+nnU-Net finds them through the shim in ``hippo_peft/nnunet_ext`` (``hippo-peft env``) or the opt-in
+``hippo-peft install-shim``; the classes themselves live here so that nnU-Net's spawned workers can import them.
+"""
+from hippo_peft.trainers.base import Schedule, nnUNetTrainer_TransformerBase  # noqa: F401
+from hippo_peft.trainers.nnUNetTrainer_SwinUNETR import (nnUNetTrainer_SwinUNETR, nnUNetTrainer_SwinUNETR_short,
+                                                         nnUNetTrainer_SwinUNETR_smoke)
+from hippo_peft.trainers.nnUNetTrainer_UNETR import (nnUNetTrainer_UNETR, nnUNetTrainer_UNETR_short,
+                                                     nnUNetTrainer_UNETR_smoke)
+
+__all__ = ["nnUNetTrainer_UNETR", "nnUNetTrainer_UNETR_short", "nnUNetTrainer_UNETR_smoke",
+           "nnUNetTrainer_SwinUNETR", "nnUNetTrainer_SwinUNETR_short", "nnUNetTrainer_SwinUNETR_smoke"]

@@ -1,0 +1,112 @@
+"""What every hippo_peft trainer shares: a MONAI backbone built from plans, no deep supervision, AdamW with a
+warm-up + poly schedule, the tolerant pre-trained loader, and checks that turn nnU-Net's late crashes into
+early, actionable errors. Concrete trainers only say which backbone and which schedule."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, save_json
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+from torch._dynamo import OptimizedModule
+
+from hippo_peft.networks import build_network
+from hippo_peft.plans import adapt_plans_for_trainer
+from hippo_peft.schedule import WarmupPolyLRScheduler
+from hippo_peft.weights import load_pretrained
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Training length. ``None`` keeps nnU-Net's value."""
+
+    num_epochs: int | None = None
+    iterations_per_epoch: int | None = None
+    val_iterations_per_epoch: int | None = None
+    save_every: int | None = None
+
+
+# nnU-Net's own _1epoch/_5epochs variants still run 250 iterations per epoch; these are really short.
+SMOKE = Schedule(num_epochs=1, iterations_per_epoch=4, val_iterations_per_epoch=1, save_every=1)
+SHORT = Schedule(num_epochs=10, iterations_per_epoch=25, val_iterations_per_epoch=2, save_every=2)
+
+
+class nnUNetTrainer_TransformerBase(nnUNetTrainer):
+    """Abstract: subclasses set ``arch``. Do not use directly with ``-tr``."""
+
+    arch: str | None = None
+    default_preset = "paper"  # used when the plans are nnU-Net's own (nnUNetPlans, ResEnc, ...)
+    schedule = Schedule()
+    initial_lr_default = 1e-4
+    weight_decay_default = 1e-5
+    warmup_fraction = 0.05  # of the epochs
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        if self.arch is None:
+            raise TypeError(f"{type(self).__name__} is abstract; use nnUNetTrainer_UNETR or nnUNetTrainer_SwinUNETR.")
+        plans = adapt_plans_for_trainer(plans, configuration, self.arch, self.default_preset)
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False  # MONAI networks have one output
+        self.initial_lr = self.initial_lr_default
+        self.weight_decay = self.weight_decay_default
+        s = self.schedule
+        self.num_epochs = s.num_epochs or self.num_epochs
+        self.num_iterations_per_epoch = s.iterations_per_epoch or self.num_iterations_per_epoch
+        self.num_val_iterations_per_epoch = s.val_iterations_per_epoch or self.num_val_iterations_per_epoch
+        self.save_every = s.save_every or self.save_every
+        info = self.configuration_manager.configuration.get("hippo_peft", {})
+        self.print_to_log_file(f"hippo_peft: {self.configuration_manager.network_arch_class_name} preset "
+                               f"'{info.get('preset')}', patch size {self.configuration_manager.patch_size}"
+                               + (f" (adapted from {info['adapted_from']} plans)" if info.get("adapted_from") else ""))
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        # Fully determined by the plans (nnUNetv2_predict calls this on the class and loads weights strictly).
+        return build_network(configuration_manager.network_arch_class_name,
+                             configuration_manager.network_arch_init_kwargs, configuration_manager.patch_size,
+                             num_input_channels, num_output_channels)
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        pass  # nnU-Net calls this unconditionally and assumes a `.decoder`; MONAI networks have no such switch
+
+    @property
+    def plain_network(self) -> nn.Module:
+        net = self.network.module if self.is_ddp else self.network
+        return net._orig_mod if isinstance(net, OptimizedModule) else net
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.network.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        warmup = int(round(self.warmup_fraction * self.num_epochs))
+        return optimizer, WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, warmup)
+
+    def initialize(self):
+        super().initialize()
+        # `nnUNetv2_train -pretrained_weights` calls nnunetv2.run.run_training.load_pretrained_weights right after
+        # initialize(); its strict shape check rejects any change of classes or channels, so route it to ours.
+        import nnunetv2.run.run_training as run_training
+        run_training.load_pretrained_weights = lambda network, fname, verbose=False: self.load_pretrained_weights(fname)
+
+    def load_pretrained_weights(self, fname: str):
+        report = load_pretrained(self.plain_network, fname, self.num_input_channels, log=self.print_to_log_file)
+        save_json(report.to_dict(), join(self.output_folder, "pretrained_weights_report.json"), sort_keys=False)
+        return report
+
+    def do_split(self):
+        if self.fold != "all" and not isfile(join(self.preprocessed_dataset_folder_base, "splits_final.json")):
+            cases = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
+            if len(cases) < 5:
+                raise RuntimeError(
+                    f"{self.plans_manager.dataset_name} has {len(cases)} training cases, fewer than nnU-Net's 5 "
+                    f"cross-validation folds, so fold {self.fold} cannot be made. Train on all cases with fold `all` "
+                    f"(nnUNetv2_train ... all), or write your own splits to "
+                    f"{join(self.preprocessed_dataset_folder_base, 'splits_final.json')} "
+                    f"(a list of {{'train': [...], 'val': [...]}}, one entry per fold).")
+        return super().do_split()
