@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workdir", help="keep the nnU-Net tree here (default: a temporary folder, removed afterwards)")
     s.add_argument("--raw", help="an nnU-Net raw dataset folder (DatasetXXX_Name) to use as the target task")
     s.add_argument("--arch", default="unetr", choices=sorted(ARCHS))
-    s.add_argument("--preset", default="tiny", choices=sorted(PRESETS["unetr"]))
+    s.add_argument("--preset", default="compact", choices=sorted(PRESETS["unetr"]))
     s.add_argument("--keep", action="store_true", help="keep the temporary folder")
     s.set_defaults(func=_cmd_demo)
     return p

@@ -137,7 +137,7 @@ def transfer_weights(network: nn.Module, source: dict[str, torch.Tensor], in_cha
             new_state[key] = src.to(tensor.dtype)
             report.loaded.append(key)
             report.loaded_numel += tensor.numel()
-        elif key.endswith("position_embeddings"):
+        elif key.endswith("position_embeddings") and src.shape[-1] == tensor.shape[-1]:
             raise WeightsMismatchError(
                 f"{key}: the checkpoint has {src.shape[1]} patch tokens, this network {tensor.shape[1]}. UNETR's "
                 f"position embedding is tied to the patch size, so the target must use the source's patch size: "

@@ -29,4 +29,10 @@ def build_unetr(in_channels: int, out_channels: int, patch_size: Sequence[int], 
     hidden, heads = arch_kwargs.get("hidden_size", 768), arch_kwargs.get("num_heads", 12)
     if hidden % heads:
         raise ValueError(f"UNETR hidden_size ({hidden}) must be divisible by num_heads ({heads}).")
-    return UNETR(in_channels=in_channels, out_channels=out_channels, img_size=patch_size, **arch_kwargs)
+    net = UNETR(in_channels=in_channels, out_channels=out_channels, img_size=patch_size, **arch_kwargs)
+    # MONAI builds a cross-attention LayerNorm in every block even without cross-attention; it never gets a
+    # gradient. Freeze it so the trainable set is exactly what trains (the keys stay, for checkpoint compatibility).
+    for name, param in net.named_parameters():
+        if ".norm_cross_attn." in name:
+            param.requires_grad_(False)
+    return net

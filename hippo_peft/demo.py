@@ -1,0 +1,154 @@
+"""`hippo-peft demo`: the whole nnU-Net workflow on CPU, with nnU-Net's own commands in subprocesses.
+
+source task -> `hippo-peft plan` -> `nnUNetv2_train SOURCE ... all` -> target planned with the source's patch
+size -> `nnUNetv2_train TARGET ... all -pretrained_weights` (full fine-tuning through the tolerant loader) ->
+`nnUNetv2_predict` on held-out target cases -> Dice per label against their labels.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hippo_peft.networks.presets import get_arch, get_preset
+from hippo_peft.nnunet_env import ext_trainer_export_line
+
+SOURCE_ID, TARGET_ID = 901, 902
+
+
+def _run(cmd: list[str], env: dict, log: Path) -> float:
+    """Run a console command, its output into ``log``; raise with the log's tail if it fails."""
+    print(f"$ {' '.join(cmd)}", flush=True)
+    start = time.time()
+    with open(log, "a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent)
+    if proc.returncode:
+        tail = "".join(open(log).readlines()[-30:])
+        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}); last lines of {log}:\n{tail}")
+    return time.time() - start
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment (works without an activated venv)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def nnunet_env(root: Path) -> dict:
+    env = dict(os.environ)
+    env.update(nnUNet_raw=str(root / "nnUNet_raw"), nnUNet_preprocessed=str(root / "nnUNet_preprocessed"),
+               nnUNet_results=str(root / "nnUNet_results"))
+    env.setdefault("nnUNet_n_proc_DA", "0")
+    env.setdefault("nnUNet_def_n_proc", "1")
+    env["nnUNet_extTrainer"] = ext_trainer_export_line().split("=", 1)[1]
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        Path(env[key]).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def dataset_from_raw(raw: Path, raw_root: Path, name: str, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """A target task from a labelled nnU-Net raw dataset: ``n_train`` cases to train on and ``n_test`` held-out
+    labelled cases (imagesTs + labelsTs), symlinked, drawn with a fixed seed."""
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    ending = dataset_json["file_ending"]
+    cases = sorted(p.name[: -len(ending)] for p in (raw / "labelsTr").glob(f"*{ending}"))
+    if len(cases) < n_train + n_test:
+        raise ValueError(f"{raw} has {len(cases)} labelled cases; the demo needs {n_train + n_test}.")
+    drawn = random.Random(seed).sample(cases, n_train + n_test)
+    folder = raw_root / name
+    n_channels = len(dataset_json["channel_names"])
+    for split, chosen in (("Tr", drawn[:n_train]), ("Ts", drawn[n_train:])):
+        (folder / f"images{split}").mkdir(parents=True)
+        (folder / f"labels{split}").mkdir(parents=True)
+        for case in chosen:
+            for c in range(n_channels):
+                image = f"{case}_{c:04d}{ending}"
+                os.symlink((raw / "imagesTr" / image).resolve(), folder / f"images{split}" / image)
+            os.symlink((raw / "labelsTr" / f"{case}{ending}").resolve(), folder / f"labels{split}" / f"{case}{ending}")
+    (folder / "dataset.json").write_text(json.dumps({**dataset_json, "numTraining": n_train}, indent=2))
+    return folder
+
+
+def dice_table(reference: Path, prediction: Path, dataset_json: dict) -> dict:
+    """nnU-Net's own evaluation (per-label Dice, averaged over cases)."""
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    labels = sorted(v for v in dataset_json["labels"].values() if v != 0)
+    result = compute_metrics_on_folder(str(reference), str(prediction), str(prediction / "summary.json"),
+                                       SimpleITKIO(), dataset_json["file_ending"], labels, None, 1)
+    names = {v: k for k, v in dataset_json["labels"].items()}
+    return {names[int(k)]: float(v["Dice"]) for k, v in result["mean"].items()}
+
+
+def run_demo(workdir: str | None = None, raw: str | None = None, arch: str = "unetr", preset: str = "compact",
+             keep: bool = False, n_source: int = 8, n_train: int = 8, n_test: int = 4) -> dict:
+    from hippo_peft.synthetic import write_dataset
+
+    spec = get_arch(arch)
+    get_preset(arch, preset)
+    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="hippo_peft_demo_"))
+    if workdir and root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"--workdir {root} is not empty; the demo only writes into a new or empty folder.")
+    root.mkdir(parents=True, exist_ok=True)
+    env, log = nnunet_env(root), root / "demo.log"
+    trainer, plans = f"{spec.trainer}_short", f"nnUNetPlans_{spec.plans_suffix}_{preset}"
+    raw_root = Path(env["nnUNet_raw"])
+    print(f"hippo-peft demo: {spec.network_class_name} '{preset}' in {root} (log: {log})")
+    try:
+        t0 = time.time()
+        source = write_dataset(raw_root, f"Dataset{SOURCE_ID:03d}_PhantomSource", n_source, seed=1, source=True)
+        if raw:
+            target = dataset_from_raw(Path(raw), raw_root, f"Dataset{TARGET_ID:03d}_DemoTarget", n_train, n_test)
+        else:
+            target = write_dataset(raw_root, f"Dataset{TARGET_ID:03d}_PhantomTarget", n_train, n_test, seed=2)
+        hp = _bin("hippo-peft")
+        timings = {}
+        timings["plan"] = _run([hp, "plan", "-d", str(TARGET_ID), "--arch", arch, "--preset", preset, "-np", "1"],
+                               env, log)
+        patch = json.loads((Path(env["nnUNet_preprocessed"]) / target.name / f"{plans}.json").read_text())[
+            "configurations"]["3d_fullres"]["patch_size"]
+        # UNETR's position embedding is tied to the patch size: the source is planned with the target's.
+        timings["plan"] += _run([hp, "plan", "-d", str(SOURCE_ID), "--arch", arch, "--preset", preset, "-np", "1",
+                                 "--patch-size", *map(str, patch)], env, log)
+        train = [_bin("nnUNetv2_train"), None, "3d_fullres", "all", "-tr", trainer, "-p", plans, "-device", "cpu"]
+        timings["train source"] = _run([train[0], str(SOURCE_ID)] + train[2:], env, log)
+        source_ckpt = (Path(env["nnUNet_results"]) / source.name / f"{trainer}__{plans}__3d_fullres" / "fold_all"
+                       / "checkpoint_final.pth")
+        timings["fine-tune target"] = _run([train[0], str(TARGET_ID)] + train[2:] + ["-pretrained_weights",
+                                                                                       str(source_ckpt)], env, log)
+        pred = root / "predictions"
+        timings["predict"] = _run([_bin("nnUNetv2_predict"), "-i", str(target / "imagesTs"), "-o", str(pred), "-d",
+                                   str(TARGET_ID), "-c", "3d_fullres", "-tr", trainer, "-p", plans, "-f", "all",
+                                   "-device", "cpu", "-npp", "1", "-nps", "1"], env, log)
+        dataset_json = json.loads((target / "dataset.json").read_text())
+        dice = dice_table(target / "labelsTs", pred, dataset_json)
+        result = {"workdir": str(root), "arch": arch, "preset": preset, "trainer": trainer, "plans": plans,
+                  "source_cases": n_source, "target_train_cases": n_train, "target_test_cases": n_test,
+                  "dice": dice, "seconds": {k: round(v, 1) for k, v in timings.items()},
+                  "total_seconds": round(time.time() - t0, 1)}
+        (root / "demo_results.json").write_text(json.dumps(result, indent=2))
+        print(format_results(result))
+        return result
+    finally:
+        if not (workdir or keep):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def format_results(result: dict) -> str:
+    lines = [f"\n{result['arch']} ({result['preset']}), {result['trainer']}: source pre-training on "
+             f"{result['source_cases']} cases, full fine-tuning on {result['target_train_cases']}, "
+             f"test on {result['target_test_cases']} held-out cases", "",
+             "| label | Dice (held-out mean) |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in result["dice"].items()]
+    lines += ["", "| step | seconds |", "|---|---|"] + [f"| {k} | {v} |" for k, v in result["seconds"].items()]
+    lines.append(f"| total | {result['total_seconds']} |")
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""nnU-Net finds our trainers from a normal install: through nnUNet_extTrainer, or the opt-in in-tree shim.
+Everything here runs in subprocesses from a directory outside the repo, as a user's nnUNetv2_train does."""
+import os
+import sys
+
+import pytest
+
+from hippo_peft.nnunet_env import SHIM_MARKER, install_shim, uninstall_shim
+from tests.conftest import REPO, bin_path, run
+
+FIND = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f; "
+        "import sys; c = f(sys.argv[1]); print('FOUND', c.__module__, c.__name__)")
+
+
+def find(name, env, cwd, check=True):
+    return run([sys.executable, "-c", FIND, name], env, cwd, check=check)
+
+
+def test_ext_trainer_folder_finds_our_classes(nnunet_env, tmp_path):
+    out = find("nnUNetTrainer_SwinUNETR_short", nnunet_env, tmp_path).stdout
+    assert "FOUND hippo_peft.trainers.nnUNetTrainer_SwinUNETR nnUNetTrainer_SwinUNETR_short" in out
+
+
+def test_misspelled_trainer_lists_ours(nnunet_env, tmp_path):
+    proc = find("nnUNetTrainer_UNTER_short", nnunet_env, tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "Did you mean nnUNetTrainer_UNETR_short" in proc.stderr
+    assert "nnUNetTrainer_SwinUNETR" in proc.stderr  # the list of ours
+
+
+def test_installed_package_has_mapped_subpackages_from_anywhere(nnunet_env, tmp_path):
+    code = ("import hippo_peft.trainers as t, hippo_peft.planners as p, os; "
+            "print(os.path.dirname(t.__file__)); print(os.path.dirname(p.__file__))")
+    out = run([sys.executable, "-c", code], nnunet_env, tmp_path).stdout.split()
+    assert out[0].endswith(os.path.join("hippo_peft", "trainers"))
+    assert out[1].endswith(os.path.join("hippo_peft", "planners"))
+    # and no generic top-level names were installed
+    proc = run([sys.executable, "-c", "import trainers"], nnunet_env, tmp_path, check=False)
+    assert proc.returncode != 0
+
+
+def test_source_checkout_resolves_mapped_subpackages(nnunet_env):
+    code = "import hippo_peft.trainers as t; print(t.__file__)"
+    out = run([sys.executable, "-c", code], nnunet_env, REPO).stdout.strip()
+    assert out == str(REPO / "trainers" / "__init__.py")
+
+
+def test_in_tree_shim_install_and_uninstall(nnunet_env, tmp_path):
+    env = {k: v for k, v in nnunet_env.items() if k != "nnUNet_extTrainer"}
+    assert find("nnUNetTrainer_UNETR", env, tmp_path, check=False).returncode != 0
+    hp = bin_path("hippo-peft")
+    try:
+        run([hp, "install-shim"], env, tmp_path)
+        assert "FOUND hippo_peft.trainers" in find("nnUNetTrainer_UNETR", env, tmp_path).stdout
+        assert "installed at" in run([hp, "env"], env, tmp_path).stdout
+    finally:
+        run([hp, "uninstall-shim"], env, tmp_path)
+    assert find("nnUNetTrainer_UNETR", env, tmp_path, check=False).returncode != 0
+    assert "No hippo_peft shim" in run([hp, "uninstall-shim"], env, tmp_path).stdout
+
+
+def test_shim_never_touches_a_foreign_file(tmp_path):
+    foreign = tmp_path / "hippo_peft_shim.py"
+    foreign.write_text("# someone else's module\n")
+    with pytest.raises(FileExistsError):
+        install_shim(tmp_path)
+    with pytest.raises(FileExistsError):
+        uninstall_shim(tmp_path)
+    assert foreign.read_text() == "# someone else's module\n"
+    foreign.unlink()
+    assert SHIM_MARKER in install_shim(tmp_path).read_text()
+    assert uninstall_shim(tmp_path) == foreign and not foreign.exists()
+
+
+def test_env_prints_export_line_and_missing_variables(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    out = run([bin_path("hippo-peft"), "env"], env, tmp_path).stdout
+    assert "export nnUNet_extTrainer=" in out and "nnunet_ext" in out
+    assert "nnUNet_raw is NOT set" in out
+
+
+def test_plan_without_nnunet_variables_says_what_to_export(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    proc = run([bin_path("hippo-peft"), "plan", "-d", "4", "--arch", "unetr"], env, tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "export nnUNet_raw=" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,111 @@
+"""The tolerant pre-trained loader: class change, channel change, foreign MONAI checkpoints, refusals."""
+import pytest
+import torch
+
+from hippo_peft.networks import build_network, get_arch, get_preset
+from hippo_peft.weights import (WeightsMismatchError, adapt_input_channels, load_pretrained, read_state_dict,
+                                transfer_weights)
+
+UNETR = get_arch("unetr").network_class_name
+PATCH = [32, 32, 32]
+
+
+def unetr(in_ch=1, out_ch=3, preset="tiny", patch=PATCH, seed=0):
+    torch.manual_seed(seed)
+    return build_network(UNETR, get_preset("unetr", preset), patch, in_ch, out_ch)
+
+
+def test_same_task_loads_everything_and_reproduces_outputs():
+    src, dst = unetr(seed=0), unetr(seed=1)
+    report = transfer_weights(dst, src.state_dict(), in_channels=1)
+    assert report.fraction == 1.0 and not report.skipped and not report.adapted
+    x = torch.randn(1, 1, *PATCH)
+    with torch.no_grad():
+        assert torch.allclose(src.eval()(x), dst.eval()(x), atol=1e-6)
+
+
+def test_class_change_reinitialises_only_the_head():
+    src, dst = unetr(out_ch=2, seed=0), unetr(out_ch=3, seed=1)
+    fresh_head = dst.out.conv.conv.weight.detach().clone()
+    report = transfer_weights(dst, src.state_dict(), in_channels=1)
+    assert {k for k, _ in report.reinitialised} == {"out.conv.conv.weight", "out.conv.conv.bias"}
+    assert torch.equal(dst.out.conv.conv.weight, fresh_head)
+    src_sd, dst_sd = src.state_dict(), dst.state_dict()
+    for key in report.loaded:
+        assert torch.equal(src_sd[key], dst_sd[key]), key
+    assert report.fraction > 0.99
+
+
+def test_channel_change_four_to_one_sums_kernels():
+    src, dst = unetr(in_ch=4, out_ch=2, seed=0), unetr(in_ch=1, out_ch=3, seed=1)
+    report = transfer_weights(dst, src.state_dict(), in_channels=1)
+    adapted = {k for k, _ in report.adapted}
+    assert "vit.patch_embedding.patch_embeddings.weight" in adapted
+    assert "encoder1.layer.conv1.conv.weight" in adapted
+    # a 1-channel image seen by the target == the same image repeated on the source's 4 channels
+    x = torch.randn(1, 1, *PATCH)
+    with torch.no_grad():
+        a = dst.vit.patch_embedding.patch_embeddings(x)
+        b = src.vit.patch_embedding.patch_embeddings(x.repeat(1, 4, 1, 1, 1))
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_channel_change_to_more_channels_repeats_and_rescales():
+    w = torch.randn(8, 2, 3, 3, 3)
+    out = adapt_input_channels(w, 3)
+    assert out.shape == (8, 3, 3, 3, 3)
+    assert torch.allclose(out[:, 2], w[:, 0] * 2 / 3)  # cyclic repeat, scaled by C_s / C_t
+    # when C_t is a multiple of C_s the response to an image repeated on every channel is preserved exactly
+    out4 = adapt_input_channels(w, 4)
+    x = torch.randn(1, 1, 5, 5, 5)
+    conv = lambda weight, inp: torch.nn.functional.conv3d(inp, weight)  # noqa: E731
+    assert torch.allclose(conv(out4, x.repeat(1, 4, 1, 1, 1)), conv(w, x.repeat(1, 2, 1, 1, 1)), atol=1e-4)
+
+
+@pytest.mark.parametrize("wrap", ["plain", "state_dict", "net", "module_prefix", "safetensors"])
+def test_foreign_checkpoints_are_read(tmp_path, wrap):
+    src = unetr(seed=0)
+    sd = src.state_dict()
+    path = tmp_path / ("w.safetensors" if wrap == "safetensors" else "w.pt")
+    if wrap == "safetensors":
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    else:
+        obj = {"plain": sd, "state_dict": {"state_dict": sd, "epoch": 3}, "net": {"net": sd},
+               "module_prefix": {"model": {f"module.{k}": v for k, v in sd.items()}}}[wrap]
+        torch.save(obj, path)
+    read = read_state_dict(path)
+    assert set(read) == set(sd)
+    dst = unetr(seed=5)
+    logged = []
+    report = load_pretrained(dst, path, in_channels=1, log=logged.append)
+    assert report.fraction == 1.0 and "100.0 %" in logged[0]
+
+
+def test_wrong_preset_is_refused_and_nothing_is_written():
+    src, dst = unetr(preset="compact", seed=0), unetr(preset="tiny", seed=1)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(WeightsMismatchError, match="another backbone or preset"):
+        transfer_weights(dst, src.state_dict(), in_channels=1)
+    assert all(torch.equal(before[k], v) for k, v in dst.state_dict().items())
+
+
+def test_wrong_backbone_is_refused():
+    torch.manual_seed(0)
+    swin = build_network(get_arch("swinunetr").network_class_name, get_preset("swinunetr", "tiny"), PATCH, 1, 3)
+    with pytest.raises(WeightsMismatchError):
+        transfer_weights(unetr(), swin.state_dict(), in_channels=1)
+
+
+def test_unetr_patch_size_mismatch_explains_the_fix():
+    src, dst = unetr(patch=[48, 64, 48]), unetr(patch=PATCH)
+    with pytest.raises(WeightsMismatchError, match="source's patch size"):
+        transfer_weights(dst, src.state_dict(), in_channels=1)
+
+
+def test_missing_or_empty_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_state_dict(tmp_path / "nope.pt")
+    torch.save({"epoch": 1, "note": "no tensors"}, tmp_path / "empty.pt")
+    with pytest.raises(WeightsMismatchError, match="no state dict"):
+        read_state_dict(tmp_path / "empty.pt")
