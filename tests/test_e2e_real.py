@@ -1,0 +1,78 @@
+"""End to end on real MSD hippocampus MRI with nnU-Net's own console commands, from outside the repo:
+stock plan -> `hippo-peft plan` (reusing nnU-Net's preprocessed data) -> `nnUNetv2_train -tr` (short, CPU) ->
+`nnUNetv2_predict` on held-out labelled and unlabelled cases -> Dice against the labels. The same check must
+fail for a model that learned nothing (4 iterations, stock nnUNetPlans), which also proves our trainers run on
+nnU-Net's own plans."""
+import json
+
+import numpy as np
+import SimpleITK as sitk
+
+from hippo_peft.demo import dice_table
+from tests.conftest import bin_path, link_cases, run, write_dataset_json
+
+N_TRAIN, N_TEST, N_UNLABELLED = 10, 4, 2
+MIN_DICE = 0.5  # mean over Anterior/Posterior on held-out cases; all-background or an untrained model scores ~0
+
+
+def learned(dice: dict) -> bool:
+    return float(np.mean(list(dice.values()))) >= MIN_DICE
+
+
+def test_real_hippocampus_plan_train_predict(hippocampus, nnunet_env, tmp_path):
+    cases = sorted(p.name[: -len(".nii.gz")] for p in (hippocampus / "labelsTr").glob("*.nii.gz"))
+    rng = np.random.default_rng(0)
+    chosen = [cases[i] for i in rng.choice(len(cases), N_TRAIN + N_TEST, replace=False)]
+    unlabelled = sorted(p.name[: -len("_0000.nii.gz")] for p in (hippocampus / "imagesTs").glob("*.nii.gz"))
+    raw = tmp_path / "nnUNet_raw" / "Dataset104_HippoFew"
+    link_cases(hippocampus, raw, chosen[:N_TRAIN], "Tr")
+    link_cases(hippocampus, raw, chosen[N_TRAIN:], "Ts", labels_dir="labelsHeldOut")
+    link_cases(hippocampus, tmp_path / "new_cohort", unlabelled[:N_UNLABELLED], "Ts", with_labels=False)
+    write_dataset_json(raw, hippocampus, N_TRAIN)
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    env, cwd = nnunet_env, tmp_path
+
+    # nnU-Net's own planning first, then ours on top of the same preprocessed data
+    run([bin_path("nnUNetv2_plan_and_preprocess"), "-d", "104", "-c", "3d_fullres", "-np", "1"], env, cwd)
+    out = run([bin_path("hippo-peft"), "plan", "-d", "104", "--arch", "unetr", "--preset", "compact"], env, cwd).stdout
+    assert "Reusing preprocessed data" in out and "patch size [48, 64, 48]" in out
+    plans = json.loads((tmp_path / "nnUNet_preprocessed" / raw.name / "nnUNetPlans_UNETR_compact.json").read_text())
+    assert list(plans["configurations"]) == ["3d_fullres"]
+    # a second plan must not overwrite the user's file silently
+    again = run([bin_path("hippo-peft"), "plan", "-d", "104", "--arch", "unetr", "--preset", "compact"], env, cwd,
+                check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+    def train_and_predict(trainer, plans_name):
+        run([bin_path("nnUNetv2_train"), "104", "3d_fullres", "all", "-tr", trainer, "-p", plans_name,
+             "-device", "cpu"], env, cwd)
+        pred = tmp_path / f"pred_{trainer}"
+        run([bin_path("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", "104",
+             "-c", "3d_fullres", "-tr", trainer, "-p", plans_name, "-f", "all", "-device", "cpu",
+             "-npp", "1", "-nps", "1"], env, cwd)
+        return dice_table(raw / "labelsHeldOut", pred, dataset_json), pred
+
+    dice, pred = train_and_predict("nnUNetTrainer_UNETR_short", "nnUNetPlans_UNETR_compact")
+    assert learned(dice), f"held-out Dice {dice} below {MIN_DICE}"
+    for case in chosen[N_TRAIN:]:
+        p = sitk.GetArrayFromImage(sitk.ReadImage(str(pred / f"{case}.nii.gz")))
+        ref = sitk.ReadImage(str(raw / "labelsHeldOut" / f"{case}.nii.gz"))
+        assert p.shape == sitk.GetArrayFromImage(ref).shape and set(np.unique(p)) <= {0, 1, 2}
+
+    # a new, unlabelled cohort
+    cohort_pred = tmp_path / "pred_cohort"
+    run([bin_path("nnUNetv2_predict"), "-i", str(tmp_path / "new_cohort" / "imagesTs"), "-o", str(cohort_pred),
+         "-d", "104", "-c", "3d_fullres", "-tr", "nnUNetTrainer_UNETR_short", "-p", "nnUNetPlans_UNETR_compact",
+         "-f", "all", "-device", "cpu", "-npp", "1", "-nps", "1"], env, cwd)
+    for case in unlabelled[:N_UNLABELLED]:
+        seg = sitk.GetArrayFromImage(sitk.ReadImage(str(cohort_pred / f"{case}.nii.gz")))
+        assert (seg > 0).sum() > 100  # found a hippocampus
+
+    # stock nnUNetPlans + 4 iterations: runs (patch rounded, plans rewritten for the predictor) but learned nothing
+    dice_untrained, _ = train_and_predict("nnUNetTrainer_UNETR_smoke", "nnUNetPlans")
+    saved = json.loads((tmp_path / "nnUNet_results" / raw.name / "nnUNetTrainer_UNETR_smoke__nnUNetPlans__3d_fullres"
+                        / "plans.json").read_text())["configurations"]["3d_fullres"]
+    assert saved["patch_size"] == [48, 64, 48]
+    assert saved["architecture"]["network_class_name"] == "monai.networks.nets.UNETR"
+    assert saved["hippo_peft"]["preset"] == "paper"
+    assert not learned(dice_untrained), f"an untrained model passed the Dice check: {dice_untrained}"
