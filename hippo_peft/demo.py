@@ -78,15 +78,17 @@ def dataset_from_raw(raw: Path, raw_root: Path, name: str, n_train: int, n_test:
 
 
 def dice_table(reference: Path, prediction: Path, dataset_json: dict) -> dict:
-    """nnU-Net's own evaluation (per-label Dice, averaged over cases)."""
+    """nnU-Net's own evaluation: Dice per label and of all foreground labels together, averaged over cases."""
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
     labels = sorted(v for v in dataset_json["labels"].values() if v != 0)
+    regions = labels + ([tuple(labels)] if len(labels) > 1 else [])
     result = compute_metrics_on_folder(str(reference), str(prediction), str(prediction / "summary.json"),
-                                       SimpleITKIO(), dataset_json["file_ending"], labels, None, 1)
-    names = {v: k for k, v in dataset_json["labels"].items()}
-    return {names[int(k)]: float(v["Dice"]) for k, v in result["mean"].items()}
+                                       SimpleITKIO(), dataset_json["file_ending"], regions, None, 1)
+    names = {str(v): k for k, v in dataset_json["labels"].items()}
+    names[str(tuple(labels))] = "+".join(names[str(v)] for v in labels)
+    return {names[str(k)]: float(v["Dice"]) for k, v in result["mean"].items()}
 
 
 def run_demo(workdir: str | None = None, raw: str | None = None, arch: str = "unetr", preset: str = "compact",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-SHAPE = (36, 48, 36)  # x, y, z voxels at 1 mm, like the MSD crops
+SHAPE = (32, 40, 32)  # x, y, z voxels at 1 mm: a little smaller than the MSD crops (~35x50x35), for speed
 
 
 def make_phantom(rng: np.random.Generator, shape=SHAPE) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +24,7 @@ def make_phantom(rng: np.random.Generator, shape=SHAPE) -> tuple[np.ndarray, np.
     t = np.clip((y - y0) / (y1 - y0), 0, 1)  # position along the long axis
     cx = shape[0] / 2 + rng.uniform(-3, 3) + rng.uniform(2, 5) * np.sin(np.pi * t)
     cz = shape[2] / 2 + rng.uniform(-3, 3) + rng.uniform(-3, 3) * (t - 0.5) ** 2 * 4
-    radius = rng.uniform(4.5, 6.0) * (1 - 0.55 * t)  # thick head, thin tail
+    radius = rng.uniform(4.5, 6.0) * (1 - 0.35 * t)  # thick head, thinner tail
     inside = ((x - cx) ** 2 + ((z - cz) * rng.uniform(0.8, 1.2)) ** 2 <= radius ** 2) & (y >= y0) & (y <= y1)
     label = np.zeros(shape, np.uint8)
     label[inside & (t < 0.35)] = 1

@@ -9,7 +9,7 @@ class nnUNetTrainer_SwinUNETR(nnUNetTrainer_TransformerBase):
 
 
 class nnUNetTrainer_SwinUNETR_short(nnUNetTrainer_SwinUNETR):
-    """10 epochs x 25 iterations at lr 1e-3: CPU checks and demos."""
+    """20 epochs x 25 iterations at lr 1e-3: CPU checks and demos."""
 
     schedule = SHORT
     initial_lr_default = 1e-3
