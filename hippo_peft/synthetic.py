@@ -32,6 +32,7 @@ def make_phantom(rng: np.random.Generator, shape=SHAPE) -> tuple[np.ndarray, np.
     bias = 1 + 0.15 * np.sin(x / shape[0] * np.pi * rng.uniform(0.5, 2) + rng.uniform(0, 6))
     image = np.full(shape, rng.uniform(90, 110), np.float32) * bias
     image[inside] = rng.uniform(55, 70) * bias[inside]
+    image[label == 1] -= rng.uniform(8, 12)  # a slightly darker head, so the head/body border has a cue
     # a dark, ventricle-like distractor above the structure
     vent = (x - rng.uniform(5, 10)) ** 2 / 9 + (z - shape[2] * 0.8) ** 2 / 9 + (y - ny / 2) ** 2 / 200 <= 1
     image[vent & ~inside] = 25
