@@ -11,7 +11,7 @@ def test_demo_transfer_workflow(tmp_path, nnunet_env, monkeypatch):
         monkeypatch.setenv(key, nnunet_env[key])
     work = tmp_path / "demo"
     result = run_demo(workdir=str(work), preset="tiny", n_source=4, n_train=4, n_test=2)
-    assert set(result["dice"]) == {"Anterior", "Posterior"}
+    assert set(result["dice"]) == {"Anterior", "Posterior", "Anterior+Posterior"}
     assert all(0.0 <= v <= 1.0 for v in result["dice"].values())
     assert json.loads((work / "demo_results.json").read_text())["dice"] == result["dice"]
 
