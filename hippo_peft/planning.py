@@ -70,6 +70,3 @@ def plan_dataset(dataset: str | int, arch: str, preset: str, patch_size: Sequenc
             preprocess_dataset(dataset_id, name, ["3d_fullres"], [num_processes])
     return name
 
-
-def default_num_processes() -> int:
-    return max(1, min(int(os.environ.get("nnUNet_def_n_proc", os.cpu_count() or 1)), os.cpu_count() or 1))
