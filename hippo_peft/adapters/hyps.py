@@ -1,0 +1,92 @@
+"""HyPS: a principal parallel branch (PiSSA) plus a serial bottleneck adapter on the layer's output,
+``y = h + scale * up(relu(down(dropout(h))))`` with ``h = x (W_res + B A)^T + b``; ``down`` Kaiming-uniform,
+``up`` zero, so the network starts exactly at the pre-trained one. ``up`` gets a gradient from the first step,
+``down`` from the second (its gradient is proportional to ``up``), as for LoRA's ``A`` and ``B``.
+
+One addition to the described method: ``down``'s bias is calibrated on the first training batch so that every
+bottleneck unit starts active on half of the tokens (bias = minus the median pre-activation). With a Kaiming
+``down`` alone, a unit whose pre-activation is negative on every token -- transformer features share a large
+common direction -- is a dead ReLU that never receives a gradient; with k = 2 our tests saw this in several
+layers of a UNETR. The calibration changes no output (``up`` is zero then) and is recorded in the
+``serial.calibrated`` buffer so that resumed or re-loaded adapters are not re-calibrated.
+
+Merge folds the parallel branch into the linear weight exactly. The serial branch is non-linear (ReLU) and cannot
+be folded into a linear weight: a merged HyPS network keeps it as a small ``serial`` submodule of each adapted
+linear (2 k out + k + out numbers per layer), i.e. the base keys plus ``*.serial.*``."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hippo_peft.adapters.config import HyPSConfig
+from hippo_peft.adapters.lora import PiSSALinear
+from hippo_peft.adapters.registry import register_layer
+
+
+class SerialAdapter(nn.Module):
+    def __init__(self, features: int, bottleneck: int, scale: float, dropout: float, device=None):
+        super().__init__()
+        self.scale = float(scale)
+        self.dropout = nn.Dropout(dropout)
+        self.down = nn.Linear(features, bottleneck, device=device)
+        self.up = nn.Linear(bottleneck, features, device=device)
+        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool, device=device))
+        self._checked = False  # python mirror of `calibrated`, to avoid a device sync every step
+
+    @torch.no_grad()
+    def _calibrate(self, h: Tensor) -> None:
+        self._checked = True
+        if bool(self.calibrated):
+            return
+        z = F.linear(h.detach().reshape(-1, h.shape[-1]).float(), self.down.weight.float())
+        self.down.bias.copy_(-z.median(dim=0).values)
+        self.calibrated.fill_(True)
+
+    def forward(self, h: Tensor) -> Tensor:
+        if self.training and not self._checked:
+            self._calibrate(h)
+        return h + self.scale * self.up(torch.relu(self.down(self.dropout(h))))
+
+
+class LinearWithSerialAdapter(nn.Linear):
+    """A merged HyPS layer: plain linear weights (base keys) followed by the serial adapter."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, serial: SerialAdapter, device=None):
+        super().__init__(in_features, out_features, bias=bias, device=device)
+        self.serial = serial
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.serial(super().forward(x))
+
+
+class HyPSLinear(PiSSALinear):
+    trainable_names = ("lora_A", "lora_B", "serial.down.weight", "serial.down.bias", "serial.up.weight",
+                       "serial.up.bias")
+    adapter_buffers = ("serial.calibrated",)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, config: HyPSConfig) -> "HyPSLinear":
+        layer = super().from_linear(linear, config)
+        layer.serial = SerialAdapter(layer.out_features, config.bottleneck, config.scale, config.dropout,
+                                     device=layer.weight.device)
+        return layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.serial(super().forward(x))
+
+    @torch.no_grad()
+    def to_linear(self) -> nn.Module:
+        plain = super().to_linear()
+        merged = LinearWithSerialAdapter(self.in_features, self.out_features, self.bias is not None, self.serial,
+                                         device=self.weight.device)
+        merged.load_state_dict(plain.state_dict(), strict=False)
+        return merged
+
+
+register_layer("hyps", HyPSLinear)

@@ -1,0 +1,136 @@
+"""Whole-network operations: inject a method, account for what trains, merge back, adapter-only state dicts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List
+
+import torch
+from torch import Tensor, nn
+
+from hippo_peft.adapters.config import AdapterConfig
+from hippo_peft.adapters.core import AdaptedLinear
+from hippo_peft.adapters.lorapt import GROUPS_ATTR, PrincipalTensor, TensorSliceLinear, remove_lorapt
+from hippo_peft.adapters.registry import INJECTORS, LAYERS
+from hippo_peft.adapters.targets import backbone_of, find_targets
+
+CONFIG_ATTR = "hippo_peft_adapter"
+BASE_COUNT_ATTR = "hippo_peft_base_parameters"
+
+
+@dataclass(frozen=True)
+class TrainableReport:
+    trainable: int
+    total: int  # parameters of the base network
+    tensors: Dict[str, int]
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.trainable / self.total
+
+    def __str__(self) -> str:
+        return f"trainable {self.trainable:,} of {self.total:,} ({self.percent:.3f} %)"
+
+    def to_dict(self) -> dict:
+        return {"trainable": self.trainable, "total": self.total, "percent": self.percent}
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def inject(model: nn.Module, config: AdapterConfig) -> nn.Module:
+    """Adapt ``model`` in place with ``config``'s method and return it.
+
+    Freezes everything, replaces the target linears (matrix methods) or stacks them into principal tensors
+    (LoRA-PT), then unfreezes ``config.train_extra``. Decompositions are taken from the weights the model holds
+    *now*: inject after loading the pre-trained weights.
+    """
+    if adapter_config(model) is not None:
+        raise RuntimeError(f"this network already carries a {adapter_config(model).method} adapter; merge() it or "
+                           f"build a fresh network before injecting another.")
+    backbone = backbone_of(model)
+    base_count = sum(p.numel() for p in model.parameters())
+    model.requires_grad_(False)
+    if config.method in LAYERS:
+        layer_cls = LAYERS[config.method]
+        for name, linear in find_targets(model, config):
+            _replace(model, name, layer_cls.from_linear(linear, config))
+    elif config.method in INJECTORS:
+        targets = find_targets(model, config) if config.method == "lorapt" else []
+        INJECTORS[config.method](model, targets, config)
+    elif config.method not in ("headonly", "decoderonly"):
+        raise ValueError(f"no implementation registered for method '{config.method}'")
+    for module in model.modules():
+        if isinstance(module, (AdaptedLinear, PrincipalTensor)):
+            for pname in module.trainable_names:
+                module.get_parameter(pname).requires_grad_(True)
+    if config.train_extra == "head":
+        model.get_submodule(backbone.head_prefix.rstrip(".")).requires_grad_(True)
+    elif config.train_extra == "decoder":
+        for name, param in model.named_parameters():
+            if not name.startswith(backbone.encoder_prefix) and not name.startswith(GROUPS_ATTR + "."):
+                param.requires_grad_(True)
+    object.__setattr__(model, CONFIG_ATTR, config)
+    object.__setattr__(model, BASE_COUNT_ATTR, base_count)
+    return model
+
+
+def adapter_config(model: nn.Module) -> AdapterConfig | None:
+    return getattr(model, CONFIG_ATTR, None)
+
+
+def trainable_parameters(model: nn.Module) -> List[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def trainable_report(model: nn.Module) -> TrainableReport:
+    tensors = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    total = getattr(model, BASE_COUNT_ATTR, None) or sum(p.numel() for p in model.parameters())
+    return TrainableReport(sum(tensors.values()), total, tensors)
+
+
+@torch.no_grad()
+def merge(model: nn.Module) -> nn.Module:
+    """Fold the adapter into plain ``nn.Linear`` weights, in place: the base architecture's state-dict keys
+    (HyPS additionally keeps its non-linear serial adapters, see :mod:`hippo_peft.adapters.hyps`)."""
+    adapted = [(n, m) for n, m in model.named_modules() if isinstance(m, (AdaptedLinear, TensorSliceLinear))]
+    for name, module in adapted:
+        _replace(model, name, module.to_linear())
+    remove_lorapt(model)
+    model.requires_grad_(True)
+    for attr in (CONFIG_ATTR, BASE_COUNT_ATTR):
+        if attr in model.__dict__:
+            object.__delattr__(model, attr)
+    return model
+
+
+def _adapter_tensors(model: nn.Module) -> Dict[str, Tensor]:
+    tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for name, module in model.named_modules():
+        for b in getattr(module, "adapter_buffers", ()):
+            tensors[f"{name}.{b}"] = module.get_buffer(b)
+    return tensors
+
+
+def adapter_state_dict(model: nn.Module) -> Dict[str, Tensor]:
+    """The trainable tensors (adapter + unfrozen head/decoder) and the adapters' own buffers, detached."""
+    return {n: t.detach().contiguous() for n, t in _adapter_tensors(model).items()}
+
+
+@torch.no_grad()
+def load_adapter_state_dict(model: nn.Module, state: Dict[str, Tensor]) -> None:
+    """Copy an adapter-only state dict into an adapted network; keys and shapes must match exactly."""
+    params = _adapter_tensors(model)
+    missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise ValueError(f"adapter state does not fit this network: missing {missing[:5]}"
+                         f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                         f"{' ...' if len(unexpected) > 5 else ''}. Was it trained with the same method, "
+                         f"config and backbone preset?")
+    bad = [n for n in params if params[n].shape != state[n].shape]
+    if bad:
+        raise ValueError(f"adapter tensors of the wrong shape: "
+                         f"{[(n, tuple(state[n].shape), tuple(params[n].shape)) for n in bad[:5]]}")
+    for n, p in params.items():
+        p.copy_(state[n].to(p.device, p.dtype))

@@ -1,0 +1,69 @@
+"""t-SVD and the t-product of real third-order tensors (Kilmer & Martin), in float32/float64 with autocast off.
+
+For ``A`` in R^{n1 x n2 x n3}: ``Â = fft(A, dim=2)``; the t-product ``A * B`` multiplies matching frontal slices
+in the Fourier domain; ``A^T`` transposes every slice and reverses slices 2..n3, so ``fft(A^T)_k = fft(A)_k^H``.
+Because the tensors are real, only the ``n3 // 2 + 1`` non-redundant slices are computed (``rfft``/``irfft``):
+the others are their conjugates. The DC slice (and the Nyquist slice for even ``n3``) of a real tensor is real;
+it gets a *real* SVD so that the factors' spectra stay conjugate-symmetric and ``irfft`` returns real factors
+that reproduce them exactly.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+from hippo_peft.adapters.core import full_precision
+
+
+def t_product(a: Tensor, b: Tensor) -> Tensor:
+    """``a * b`` for real (n1 x n2 x n3) and (n2 x n4 x n3) tensors."""
+    with full_precision(a.device):
+        n3 = a.shape[2]
+        af, bf = torch.fft.rfft(a.float(), dim=2), torch.fft.rfft(b.float(), dim=2)
+        return torch.fft.irfft(torch.einsum("ijk,jlk->ilk", af, bf), n=n3, dim=2)
+
+
+def t_transpose(a: Tensor) -> Tensor:
+    """Tensor transpose: every frontal slice transposed, slices 2..n3 in reverse order."""
+    idx = [0] + list(range(a.shape[2] - 1, 0, -1))
+    return a.transpose(0, 1)[:, :, idx]
+
+
+def compose(u: Tensor, s: Tensor, v: Tensor) -> Tensor:
+    """``U * S * V^T`` with ``U`` (n1 x r x n3), f-diagonal ``S`` given as its r tubes (r x n3), ``V`` (n2 x r x n3).
+
+    Differentiable; computed slice-wise in the Fourier domain (``fft(V^T)_k = fft(V)_k^H``) in float32.
+    """
+    with full_precision(u.device):
+        n3 = u.shape[2]
+        uf = torch.fft.rfft(u.float(), dim=2)
+        sf = torch.fft.rfft(s.float(), dim=1)
+        vf = torch.fft.rfft(v.float(), dim=2)
+        return torch.fft.irfft(torch.einsum("irk,rk,jrk->ijk", uf, sf, vf.conj()), n=n3, dim=2)
+
+
+@torch.no_grad()
+def t_svd(a: Tensor, rank: int | None = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """Truncated t-SVD: real ``U`` (n1 x r x n3), tubes ``S`` (r x n3), ``V`` (n2 x r x n3) with
+    ``compose(U, S, V)`` the best tubal-rank-r approximation of ``a`` (all of ``a`` for r = min(n1, n2)).
+
+    The decomposition runs in float64; the factors are returned in float32.
+    """
+    n1, n2, n3 = a.shape
+    full = min(n1, n2)
+    rank = full if rank is None else rank
+    if not 1 <= rank <= full:
+        raise ValueError(f"tubal rank must be in 1..{full} for a {n1} x {n2} x {n3} tensor, got {rank}.")
+    af = torch.fft.rfft(a.detach().to(torch.float64), dim=2).permute(2, 0, 1)  # (F, n1, n2)
+    u, s, vh = torch.linalg.svd(af, full_matrices=False)
+    u, s, v = u[:, :, :rank], s[:, :rank].to(u.dtype), vh[:, :rank, :].conj().transpose(1, 2)
+    real_slices = [0] + ([n3 // 2] if n3 % 2 == 0 and n3 > 1 else [])
+    for k in real_slices:
+        ur, sr, vhr = torch.linalg.svd(af[k].real, full_matrices=False)
+        u[k], s[k], v[k] = ur[:, :rank].to(u.dtype), sr[:rank].to(u.dtype), vhr[:rank].T.to(u.dtype)
+    u = torch.fft.irfft(u.permute(1, 2, 0), n=n3, dim=2)
+    s = torch.fft.irfft(s.permute(1, 0), n=n3, dim=1)
+    v = torch.fft.irfft(v.permute(1, 2, 0), n=n3, dim=2)
+    return u.float(), s.float(), v.float()
