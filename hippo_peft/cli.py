@@ -41,6 +41,21 @@ def _cmd_import_weights(args):
     import_weights(args.source, args.plans, args.output, args.configuration, args.min_fraction, args.overwrite)
 
 
+def _cmd_export_adapter(args):
+    from hippo_peft.adapter_files import export_adapter
+    export_adapter(args.fold_dir, args.output, args.overwrite)
+
+
+def _cmd_apply_adapter(args):
+    from hippo_peft.adapter_files import apply_adapter
+    apply_adapter(args.adapter, args.base, args.plans, args.output, args.merge, args.overwrite)
+
+
+def _cmd_merge(args):
+    from hippo_peft.adapter_files import merge_model
+    merge_model(args.model_dir, args.output, args.folds, args.overwrite)
+
+
 def _cmd_demo(args):
     from hippo_peft.demo import run_demo
     run_demo(workdir=args.workdir, raw=args.raw, arch=args.arch, preset=args.preset, keep=args.keep)
@@ -83,6 +98,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse when less than this fraction of the network's numbers can be loaded (default 0.5)")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_cmd_import_weights)
+
+    s = sub.add_parser("export-adapter", help="write a trained adapter (safetensors + JSON config) from a fold folder")
+    s.add_argument("fold_dir", help="$nnUNet_results/DatasetXXX/<adapter trainer>__<plans>__<config>/fold_N")
+    s.add_argument("-o", "--output", required=True, help="folder to write adapter.safetensors + adapter_config.json")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=_cmd_export_adapter)
+
+    s = sub.add_parser("apply-adapter", help="base weights + adapter file -> an nnU-Net model folder; refuses an "
+                                             "adapter trained on other base weights")
+    s.add_argument("adapter", help="folder written by export-adapter")
+    s.add_argument("--base", required=True, help="the pre-trained checkpoint the adapter was trained from")
+    s.add_argument("--plans", required=True, help="plans file of the adapter's training (e.g. the model folder's "
+                                                  "plans.json, with dataset.json beside it)")
+    s.add_argument("-o", "--output", required=True, help="model folder to write (fold_all/checkpoint_final.pth)")
+    s.add_argument("--merge", action="store_true", help="fold the adapter into the base network's weights")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=_cmd_apply_adapter)
+
+    s = sub.add_parser("merge", help="fold a trained adapter model folder (all folds) into plain base-network "
+                                     "checkpoints for nnUNetv2_predict_from_modelfolder")
+    s.add_argument("model_dir", help="$nnUNet_results/DatasetXXX/<adapter trainer>__<plans>__<config>")
+    s.add_argument("-o", "--output", required=True, help="new model folder to write")
+    s.add_argument("-f", "--folds", nargs="+", help="folds to merge (default: every fold with checkpoint_final.pth)")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=_cmd_merge)
 
     s = sub.add_parser("demo", help="the whole pipeline on CPU on generated phantoms (or --raw DATASET)")
     s.add_argument("--workdir", help="keep the nnU-Net tree here (default: a temporary folder, removed afterwards)")

@@ -303,3 +303,19 @@ def test_config_round_trip_and_help():
     cfg = A.make_config("PDoRA", rank=3, norm_axis="input")
     assert A.config_from_dict(cfg.to_dict()) == cfg
     assert all(A.CONFIGS[m].help()["rank"] for m in A.METHODS)
+
+
+def test_lorapt_stacks_q_k_v_out_block_by_block():
+    net = tiny("unetr")
+    d = get_preset("unetr", "tiny")["hidden_size"]
+    blocks = net.vit.blocks
+    expected = [w for b in blocks for w in (*b.attn.qkv.weight.detach().chunk(3), b.attn.out_proj.weight.detach())]
+    up = [b.mlp.linear1.weight.detach().clone() for b in blocks]
+    A.inject(net, A.make_config("lorapt", rank=1))
+    with torch.no_grad():
+        w_sa = getattr(net.lorapt_tensors, f"w{d}x{d}").stacked()
+        w_up = net.lorapt_tensors[f"w{2 * d}x{d}"].stacked()
+    assert w_sa.shape == (d, d, 4 * len(blocks)) and w_up.shape == (2 * d, d, len(blocks))
+    for k, w in enumerate(expected):
+        assert torch.allclose(w_sa[:, :, k], w, atol=1e-6), f"slice {k}"
+    assert torch.allclose(w_up[:, :, 5], up[5], atol=1e-6)

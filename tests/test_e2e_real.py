@@ -7,7 +7,9 @@ import json
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
+from hippo_peft.adapters.tsvd import compose
 from hippo_peft.demo import dice_table
 from tests.conftest import bin_path, link_cases, run, write_dataset_json
 
@@ -72,6 +74,33 @@ def test_real_hippocampus_plan_train_predict(hippocampus, nnunet_env, tmp_path):
     for case in unlabelled[:N_UNLABELLED]:
         seg = sitk.GetArrayFromImage(sitk.ReadImage(str(cohort_pred / f"{case}.nii.gz")))
         assert (seg > 0).sum() > 100  # found a hippocampus
+
+    # LoRA-PT on top of the trained network as the pre-trained source: decomposed from those weights (not from a
+    # random init), trained briefly, predicted with the same trainer name
+    results = tmp_path / "nnUNet_results" / raw.name
+    source = results / "nnUNetTrainer_UNETR_short__nnUNetPlans_UNETR_compact__3d_fullres" / "fold_all" / "checkpoint_final.pth"
+    run([bin_path("nnUNetv2_train"), "104", "3d_fullres", "all", "-tr", "nnUNetTrainer_UNETR_LoRAPT_smoke",
+         "-p", "nnUNetPlans_UNETR_compact", "-device", "cpu", "-pretrained_weights", str(source)], env, cwd)
+    fold = results / "nnUNetTrainer_UNETR_LoRAPT_smoke__nnUNetPlans_UNETR_compact__3d_fullres" / "fold_all"
+    log = next(fold.glob("training_log*.txt")).read_text()
+    assert "lorapt decomposed from the pre-trained weights; trainable 41,544 of 6,970,555 (0.596 %)" in log
+    adapted = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert adapted["hippo_peft_adapter"]["config"]["method"] == "lorapt"
+    src = torch.load(source, map_location="cpu", weights_only=False)["network_weights"]
+    net = adapted["network_weights"]
+    assert torch.equal(net["encoder1.layer.conv1.conv.weight"], src["encoder1.layer.conv1.conv.weight"])  # frozen
+    # residual + principal of the stacked q/k/v/out tensor: slice 0 is block 0's query, i.e. the source's weight
+    # moved by 4 small adapter steps (a decomposition of random weights would be off by ~100 %)
+    g = {k: net[f"lorapt_tensors.w192x192.{k}"] for k in ("residual", "U", "S", "V")}
+    query = (g["residual"] + compose(g["U"], g["S"], g["V"]))[:, :, 0]
+    src_query = src["vit.blocks.0.attn.qkv.weight"][:192]
+    assert 0 < float((query - src_query).norm() / src_query.norm()) < 0.25
+    cohort = tmp_path / "pred_lorapt"
+    run([bin_path("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(cohort), "-d", "104", "-c",
+         "3d_fullres", "-tr", "nnUNetTrainer_UNETR_LoRAPT_smoke", "-p", "nnUNetPlans_UNETR_compact", "-f", "all",
+         "-device", "cpu", "-npp", "1", "-nps", "1"], env, cwd)
+    dice_adapted = dice_table(raw / "labelsHeldOut", cohort, dataset_json)
+    assert learned(dice_adapted), f"LoRA-PT started from a trained network but scores {dice_adapted}"
 
     # stock nnUNetPlans + 4 iterations: runs (patch rounded, plans rewritten for the predictor) but learned nothing
     dice_untrained, _ = train_and_predict("nnUNetTrainer_UNETR_smoke", "nnUNetPlans")

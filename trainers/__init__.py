@@ -3,11 +3,19 @@
 nnU-Net finds them through the shim in ``hippo_peft/nnunet_ext`` (``hippo-peft env``) or the opt-in
 ``hippo-peft install-shim``; the classes themselves live here so that nnU-Net's spawned workers can import them.
 """
+from hippo_peft.trainers import nnUNetTrainer_SwinUNETR_adapters as _swin_adapters
+from hippo_peft.trainers import nnUNetTrainer_UNETR_adapters as _unetr_adapters
+from hippo_peft.trainers.adapted import nnUNetTrainer_AdapterBase  # noqa: F401
 from hippo_peft.trainers.base import Schedule, nnUNetTrainer_TransformerBase  # noqa: F401
 from hippo_peft.trainers.nnUNetTrainer_SwinUNETR import (nnUNetTrainer_SwinUNETR, nnUNetTrainer_SwinUNETR_short,
                                                          nnUNetTrainer_SwinUNETR_smoke)
 from hippo_peft.trainers.nnUNetTrainer_UNETR import (nnUNetTrainer_UNETR, nnUNetTrainer_UNETR_short,
                                                      nnUNetTrainer_UNETR_smoke)
 
+ADAPTER_TRAINERS = _unetr_adapters.TRAINERS + _swin_adapters.TRAINERS
+globals().update({name: getattr(_unetr_adapters, name) for name in _unetr_adapters.TRAINERS})
+globals().update({name: getattr(_swin_adapters, name) for name in _swin_adapters.TRAINERS})
+
 __all__ = ["nnUNetTrainer_UNETR", "nnUNetTrainer_UNETR_short", "nnUNetTrainer_UNETR_smoke",
-           "nnUNetTrainer_SwinUNETR", "nnUNetTrainer_SwinUNETR_short", "nnUNetTrainer_SwinUNETR_smoke"]
+           "nnUNetTrainer_SwinUNETR", "nnUNetTrainer_SwinUNETR_short", "nnUNetTrainer_SwinUNETR_smoke",
+           *ADAPTER_TRAINERS]

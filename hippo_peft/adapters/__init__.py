@@ -10,12 +10,13 @@ from hippo_peft.adapters import dora, hyps, lora, lorapt, pdora  # noqa: F401  (
 from hippo_peft.adapters.config import (CONFIGS, AdapterConfig, DecoderOnlyConfig, DoRAConfig, HeadOnlyConfig,
                                         HyPSConfig, LoRAConfig, LoRAPTConfig, PDoRAConfig, PiSSAConfig,
                                         config_from_dict, make_config)
-from hippo_peft.adapters.model import (TrainableReport, adapter_config, adapter_state_dict, inject,
-                                       load_adapter_state_dict, merge, trainable_parameters, trainable_report)
+from hippo_peft.adapters.model import (TrainableReport, adapter_config, adapter_state_dict, base_fingerprint,
+                                       inject, injected_fingerprint, load_adapter_state_dict, merge,
+                                       trainable_parameters, trainable_report)
 
 METHODS = tuple(CONFIGS)
 
 __all__ = ["METHODS", "CONFIGS", "AdapterConfig", "LoRAConfig", "DoRAConfig", "PiSSAConfig", "PDoRAConfig",
            "HyPSConfig", "LoRAPTConfig", "HeadOnlyConfig", "DecoderOnlyConfig", "make_config", "config_from_dict",
            "inject", "merge", "trainable_report", "trainable_parameters", "adapter_state_dict",
-           "load_adapter_state_dict", "adapter_config", "TrainableReport"]
+           "load_adapter_state_dict", "adapter_config", "TrainableReport", "base_fingerprint", "injected_fingerprint"]

@@ -98,7 +98,11 @@ def _close_cache(model: nn.Module, args, output) -> None:
 
 
 def inject_lorapt(model: nn.Module, targets: List[Tuple[str, nn.Linear]], config: LoRAPTConfig) -> None:
-    # Pieces in network order; a fused qkv contributes its q, k and v row blocks as three pieces.
+    # Pieces block by block, in the order q, k, v, out-projection (then the MLP linears); a fused qkv contributes its
+    # q, k and v row blocks as three pieces. named_modules() lists MONAI's MLP before its attention, so sort.
+    blocks = list(dict.fromkeys(name.rsplit(".", 2)[0] for name, _ in targets))
+    role = {"qkv": 0, "out_proj": 1, "proj": 1, "linear1": 2, "linear2": 3}
+    targets = sorted(targets, key=lambda t: (blocks.index(t[0].rsplit(".", 2)[0]), role.get(t[0].rsplit(".", 1)[1], 4)))
     pieces: List[Tuple[str, Tensor]] = []
     for name, linear in targets:
         w = linear.weight.detach()

@@ -15,6 +15,35 @@ from hippo_peft.adapters.targets import backbone_of, find_targets
 
 CONFIG_ATTR = "hippo_peft_adapter"
 BASE_COUNT_ATTR = "hippo_peft_base_parameters"
+FINGERPRINT_ATTR = "hippo_peft_base_fingerprint"
+
+
+def extra_keys(model: nn.Module, config: AdapterConfig) -> List[str]:
+    """State-dict keys of the non-adapter parts that ``config.train_extra`` trains (head / decoder)."""
+    backbone = backbone_of(model)
+    if config.train_extra == "head":
+        return [k for k in model.state_dict() if k.startswith(backbone.head_prefix)]
+    if config.train_extra == "decoder":
+        return [k for k in model.state_dict() if not k.startswith(backbone.encoder_prefix)]
+    return []
+
+
+@torch.no_grad()
+def base_fingerprint(model: nn.Module, config: AdapterConfig) -> str:
+    """SHA-256 of the frozen base tensors an adapter is applied to (everything but the parts it trains itself).
+
+    Taken from a plain (not yet adapted) network; an adapter file records it, and applying the file to another
+    base is refused."""
+    import hashlib
+    skip = set(extra_keys(model, config))
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        if key in skip:
+            continue
+        digest.update(key.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -51,6 +80,7 @@ def inject(model: nn.Module, config: AdapterConfig) -> nn.Module:
                            f"build a fresh network before injecting another.")
     backbone = backbone_of(model)
     base_count = sum(p.numel() for p in model.parameters())
+    fingerprint = base_fingerprint(model, config)
     model.requires_grad_(False)
     if config.method in LAYERS:
         layer_cls = LAYERS[config.method]
@@ -73,11 +103,17 @@ def inject(model: nn.Module, config: AdapterConfig) -> nn.Module:
                 param.requires_grad_(True)
     object.__setattr__(model, CONFIG_ATTR, config)
     object.__setattr__(model, BASE_COUNT_ATTR, base_count)
+    object.__setattr__(model, FINGERPRINT_ATTR, fingerprint)
     return model
 
 
 def adapter_config(model: nn.Module) -> AdapterConfig | None:
     return getattr(model, CONFIG_ATTR, None)
+
+
+def injected_fingerprint(model: nn.Module) -> str | None:
+    """The base fingerprint recorded when ``model`` was injected."""
+    return getattr(model, FINGERPRINT_ATTR, None)
 
 
 def trainable_parameters(model: nn.Module) -> List[nn.Parameter]:
@@ -99,7 +135,7 @@ def merge(model: nn.Module) -> nn.Module:
         _replace(model, name, module.to_linear())
     remove_lorapt(model)
     model.requires_grad_(True)
-    for attr in (CONFIG_ATTR, BASE_COUNT_ATTR):
+    for attr in (CONFIG_ATTR, BASE_COUNT_ATTR, FINGERPRINT_ATTR):
         if attr in model.__dict__:
             object.__delattr__(model, attr)
     return model

@@ -1,0 +1,104 @@
+"""Adapter files and merged model folders: export -> apply reproduces the trained outputs; a merged folder has the
+base keys, runs in nnU-Net's own predictor with the base trainer and gives the same logits; other base weights are
+refused with nothing written."""
+import json
+
+import pytest
+import torch
+
+from hippo_peft import adapters as A
+from hippo_peft.adapter_files import AdapterMismatchError, apply_adapter, export_adapter, merge_model
+from hippo_peft.networks import build_network
+from hippo_peft.trainers import nnUNetTrainer_UNETR_HyPS, nnUNetTrainer_UNETR_LoRAPT
+from tests.conftest import minimal_plans
+
+PATCH = [48, 64, 48]
+
+
+def trained_model_folder(tmp_path, trainer):
+    """What nnUNetv2_train leaves behind, made in-process: plans.json, dataset.json, fold_all/checkpoint_final.pth
+    of an adapted tiny UNETR whose adapter moved away from its start; plus the base checkpoint it started from."""
+    plans, dataset_json = minimal_plans("unetr", "tiny", PATCH)
+    config = plans["configurations"]["3d_fullres"]["architecture"]
+    torch.manual_seed(0)
+    base = build_network(config["network_class_name"], config["arch_kwargs"], PATCH, 1, 3)
+    torch.save({"network_weights": base.state_dict()}, tmp_path / "base.pth")
+    net = A.inject(base, trainer.adapter_config())
+    with torch.no_grad():
+        for p in A.trainable_parameters(net):
+            p.add_(0.05 * torch.randn_like(p))
+    model = tmp_path / "results" / f"{trainer.__name__}__nnUNetPlans_UNETR_tiny__3d_fullres"
+    (model / "fold_all").mkdir(parents=True)
+    (model / "plans.json").write_text(json.dumps(plans))
+    (model / "dataset.json").write_text(json.dumps(dataset_json))
+    torch.save({"network_weights": net.state_dict(), "trainer_name": trainer.__name__,
+                "init_args": {"configuration": "3d_fullres"}, "inference_allowed_mirroring_axes": (0, 1, 2),
+                "optimizer_state": {"exp_avg": [torch.zeros_like(p) for p in net.parameters()]},
+                "hippo_peft_adapter": {"base_fingerprint": A.injected_fingerprint(net)}},
+               model / "fold_all" / "checkpoint_final.pth")
+    return model, net.eval()
+
+
+def logits(folder, x):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    predictor = nnUNetPredictor(device=torch.device("cpu"), use_mirroring=False, perform_everything_on_device=False)
+    predictor.initialize_from_trained_model_folder(str(folder), ("all",))
+    predictor.network.load_state_dict(predictor.list_of_parameters[0])
+    predictor.network.eval()
+    with torch.no_grad():
+        return predictor.network(x), type(predictor.network), predictor.trainer_name
+
+
+def test_export_apply_merge_round_trip(tmp_path, monkeypatch, ext_trainer_dir):
+    monkeypatch.setenv("nnUNet_extTrainer", ext_trainer_dir)
+    model, net = trained_model_folder(tmp_path, nnUNetTrainer_UNETR_LoRAPT)
+    x = torch.randn(1, 1, *PATCH)
+    with torch.no_grad():
+        expected = net(x)
+
+    meta = export_adapter(model / "fold_all", tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["method"] == "lorapt" and saved["preset"] == "tiny" and saved["base_fingerprint"]
+    assert meta["adapter_bytes"] < 0.25 * meta["checkpoint_bytes"]
+    assert b"hippo_peft-adapter" in (tmp_path / "adapter" / "adapter.safetensors").read_bytes()[:4096]
+
+    applied = apply_adapter(tmp_path / "adapter", tmp_path / "base.pth", model / "plans.json", tmp_path / "applied")
+    out, cls, trainer = logits(applied.parent.parent, x)
+    assert trainer == "nnUNetTrainer_UNETR_LoRAPT" and torch.allclose(out, expected, atol=1e-5)
+
+    merged_one = apply_adapter(tmp_path / "adapter", tmp_path / "base.pth", model / "plans.json",
+                               tmp_path / "applied_merged", merge=True)
+    merged_all = merge_model(model, tmp_path / "merged")
+    base_keys = set(torch.load(tmp_path / "base.pth", weights_only=False)["network_weights"])
+    for folder in (merged_one.parent.parent, merged_all):
+        ckpt = torch.load(folder / "fold_all" / "checkpoint_final.pth", weights_only=False)
+        assert set(ckpt["network_weights"]) == base_keys and ckpt["trainer_name"] == "nnUNetTrainer_UNETR"
+        out, cls, _ = logits(folder, x)
+        assert cls.__name__ == "UNETR" and torch.allclose(out, expected, atol=1e-4)
+
+
+def test_wrong_base_and_existing_outputs_are_refused(tmp_path):
+    model, _ = trained_model_folder(tmp_path, nnUNetTrainer_UNETR_LoRAPT)
+    export_adapter(model / "fold_all", tmp_path / "adapter")
+    other = torch.load(tmp_path / "base.pth", weights_only=False)["network_weights"]
+    other["vit.blocks.3.mlp.linear1.weight"] += 1e-3
+    torch.save(other, tmp_path / "other_base.pth")
+    with pytest.raises(AdapterMismatchError, match="not the weights this lorapt adapter was trained on"):
+        apply_adapter(tmp_path / "adapter", tmp_path / "other_base.pth", model / "plans.json", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_adapter(model / "fold_all", tmp_path / "adapter")
+    with pytest.raises(FileNotFoundError, match="not an nnU-Net model folder"):
+        merge_model(tmp_path, tmp_path / "merged")
+
+
+def test_hyps_merge_into_base_is_refused_with_the_reason(tmp_path):
+    model, _ = trained_model_folder(tmp_path, nnUNetTrainer_UNETR_HyPS)
+    with pytest.raises(ValueError, match="non-linear"):
+        merge_model(model, tmp_path / "merged")
+    assert not (tmp_path / "merged" / "fold_all").exists()
+
+
+def test_cli_reports_errors_without_traceback(tmp_path):
+    from hippo_peft.cli import main
+    assert main(["export-adapter", str(tmp_path / "nothing" / "fold_0"), "-o", str(tmp_path / "a")]) == 2
