@@ -58,7 +58,8 @@ def _cmd_merge(args):
 
 def _cmd_demo(args):
     from hippo_peft.demo import run_demo
-    run_demo(workdir=args.workdir, raw=args.raw, arch=args.arch, preset=args.preset, keep=args.keep)
+    run_demo(workdir=args.workdir, raw=args.raw, arch=args.arch, preset=args.preset, keep=args.keep,
+             method=args.method)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--arch", default="unetr", choices=sorted(ARCHS))
     s.add_argument("--preset", default="compact", choices=sorted(PRESETS["unetr"]))
     s.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    s.add_argument("--method", default="lorapt",
+                   choices=["lorapt", "hyps", "pdora", "lora", "dora", "pissa", "headonly", "decoderonly", "full"],
+                   help="how the target is adapted (default lorapt; full = full fine-tuning)")
     s.set_defaults(func=_cmd_demo)
     return p
 

@@ -1,8 +1,9 @@
 """`hippo-peft demo`: the whole nnU-Net workflow on CPU, with nnU-Net's own commands in subprocesses.
 
 source task -> `hippo-peft plan` -> `nnUNetv2_train SOURCE ... all` -> target planned with the source's patch
-size -> `nnUNetv2_train TARGET ... all -pretrained_weights` (full fine-tuning through the tolerant loader) ->
-`nnUNetv2_predict` on held-out target cases -> Dice per label against their labels.
+size -> `nnUNetv2_train TARGET ... all -tr <method trainer> -pretrained_weights` (LoRA-PT by default, any method or
+full fine-tuning with ``--method``; the tolerant loader adapts channels and the head) -> `nnUNetv2_predict` on
+held-out target cases -> Dice per label against their labels, and the trainable parameter count.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from hippo_peft.networks.presets import get_arch, get_preset
 from hippo_peft.nnunet_env import ext_trainer_export_line
@@ -92,11 +95,13 @@ def dice_table(reference: Path, prediction: Path, dataset_json: dict) -> dict:
 
 
 def run_demo(workdir: str | None = None, raw: str | None = None, arch: str = "unetr", preset: str = "compact",
-             keep: bool = False, n_source: int = 8, n_train: int = 8, n_test: int = 4) -> dict:
+             keep: bool = False, n_source: int = 8, n_train: int = 8, n_test: int = 4, method: str = "lorapt") -> dict:
     from hippo_peft.synthetic import write_dataset
+    from hippo_peft.trainers import trainer_name
 
     spec = get_arch(arch)
     get_preset(arch, preset)
+    adapt_trainer = trainer_name(arch, method, "short")  # validates the method before anything runs
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="hippo_peft_demo_"))
     if workdir and root.exists() and any(root.iterdir()):
         raise FileExistsError(f"--workdir {root} is not empty; the demo only writes into a new or empty folder.")
@@ -125,15 +130,22 @@ def run_demo(workdir: str | None = None, raw: str | None = None, arch: str = "un
         timings["train source"] = _run([train[0], str(SOURCE_ID)] + train[2:], env, log)
         source_ckpt = (Path(env["nnUNet_results"]) / source.name / f"{trainer}__{plans}__3d_fullres" / "fold_all"
                        / "checkpoint_final.pth")
-        timings["fine-tune target"] = _run([train[0], str(TARGET_ID)] + train[2:] + ["-pretrained_weights",
-                                                                                       str(source_ckpt)], env, log)
+        adapt = [train[0], str(TARGET_ID), "3d_fullres", "all", "-tr", adapt_trainer, "-p", plans, "-device", "cpu"]
+        timings["adapt target"] = _run(adapt + ["-pretrained_weights", str(source_ckpt)], env, log)
+        adapted = torch.load(Path(env["nnUNet_results"]) / target.name / f"{adapt_trainer}__{plans}__3d_fullres"
+                             / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        trainable = adapted.get("hippo_peft_adapter", {}).get("trainable") or {
+            "trainable": sum(v.numel() for v in adapted["network_weights"].values() if v.is_floating_point()),
+            "total": sum(v.numel() for v in adapted["network_weights"].values() if v.is_floating_point()),
+            "percent": 100.0}
         pred = root / "predictions"
         timings["predict"] = _run([_bin("nnUNetv2_predict"), "-i", str(target / "imagesTs"), "-o", str(pred), "-d",
-                                   str(TARGET_ID), "-c", "3d_fullres", "-tr", trainer, "-p", plans, "-f", "all",
+                                   str(TARGET_ID), "-c", "3d_fullres", "-tr", adapt_trainer, "-p", plans, "-f", "all",
                                    "-device", "cpu", "-npp", "1", "-nps", "1"], env, log)
         dataset_json = json.loads((target / "dataset.json").read_text())
         dice = dice_table(target / "labelsTs", pred, dataset_json)
-        result = {"workdir": str(root), "arch": arch, "preset": preset, "trainer": trainer, "plans": plans,
+        result = {"workdir": str(root), "arch": arch, "preset": preset, "trainer": adapt_trainer,
+                  "source_trainer": trainer, "method": method, "trainable": trainable, "plans": plans,
                   "source_cases": n_source, "target_train_cases": n_train, "target_test_cases": n_test,
                   "dice": dice, "seconds": {k: round(v, 1) for k, v in timings.items()},
                   "total_seconds": round(time.time() - t0, 1)}
@@ -146,10 +158,12 @@ def run_demo(workdir: str | None = None, raw: str | None = None, arch: str = "un
 
 
 def format_results(result: dict) -> str:
-    lines = [f"\n{result['arch']} ({result['preset']}), {result['trainer']}: source pre-training on "
-             f"{result['source_cases']} cases, full fine-tuning on {result['target_train_cases']}, "
-             f"test on {result['target_test_cases']} held-out cases", "",
-             "| label | Dice (held-out mean) |", "|---|---|"]
+    t = result["trainable"]
+    lines = [f"\n{result['arch']} ({result['preset']}): source pre-training ({result['source_trainer']}) on "
+             f"{result['source_cases']} cases, adaptation with {result['trainer']} on {result['target_train_cases']}, "
+             f"test on {result['target_test_cases']} held-out cases",
+             f"method {result['method']}: trainable {t['trainable']:,} of {t['total']:,} parameters "
+             f"({t['percent']:.3f} %)", "", "| label | Dice (held-out mean) |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in result["dice"].items()]
     lines += ["", "| step | seconds |", "|---|---|"] + [f"| {k} | {v} |" for k, v in result["seconds"].items()]
     lines.append(f"| total | {result['total_seconds']} |")

@@ -12,6 +12,8 @@ def test_demo_transfer_workflow(tmp_path, nnunet_env, monkeypatch):
     work = tmp_path / "demo"
     result = run_demo(workdir=str(work), preset="tiny", n_source=4, n_train=4, n_test=2)
     assert set(result["dice"]) == {"Anterior", "Posterior", "Anterior+Posterior"}
+    assert result["method"] == "lorapt" and result["trainer"] == "nnUNetTrainer_UNETR_LoRAPT_short"
+    assert 0 < result["trainable"]["trainable"] < 0.05 * result["trainable"]["total"]
     assert all(0.0 <= v <= 1.0 for v in result["dice"].values())
     assert json.loads((work / "demo_results.json").read_text())["dice"] == result["dice"]
 

@@ -83,7 +83,10 @@ def test_real_hippocampus_plan_train_predict(hippocampus, nnunet_env, tmp_path):
          "-p", "nnUNetPlans_UNETR_compact", "-device", "cpu", "-pretrained_weights", str(source)], env, cwd)
     fold = results / "nnUNetTrainer_UNETR_LoRAPT_smoke__nnUNetPlans_UNETR_compact__3d_fullres" / "fold_all"
     log = next(fold.glob("training_log*.txt")).read_text()
-    assert "lorapt decomposed from the pre-trained weights; trainable 41,544 of 6,970,555 (0.596 %)" in log
+    # closed form: r * n3 * (n1 + n2 + 1) for W_sa (192 x 192 x 48), W_up (768 x 192 x 12), W_down (192 x 768 x 12),
+    # plus the head our adapter trainers also train (8 features -> 3 classes, 1x1x1 conv with bias)
+    expected = 48 * (192 + 192 + 1) + 2 * 12 * (768 + 192 + 1) + (8 * 3 + 3)
+    assert f"lorapt decomposed from the pre-trained weights; trainable {expected:,} of 6,970,555" in log
     adapted = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert adapted["hippo_peft_adapter"]["config"]["method"] == "lorapt"
     src = torch.load(source, map_location="cpu", weights_only=False)["network_weights"]

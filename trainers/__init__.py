@@ -13,6 +13,19 @@ from hippo_peft.trainers.nnUNetTrainer_UNETR import (nnUNetTrainer_UNETR, nnUNet
                                                      nnUNetTrainer_UNETR_smoke)
 
 ADAPTER_TRAINERS = _unetr_adapters.TRAINERS + _swin_adapters.TRAINERS
+# method name (hippo_peft.adapters.METHODS, plus "full") -> trainer class suffix
+METHOD_SUFFIX = {"lorapt": "LoRAPT", "hyps": "HyPS", "pdora": "PDoRA", "lora": "LoRA", "dora": "DoRA", "pissa": "PiSSA",
+                 "headonly": "HeadOnly", "decoderonly": "DecoderOnly", "full": ""}
+
+
+def trainer_name(arch: str, method: str, schedule: str = "") -> str:
+    """``trainer_name("unetr", "lorapt", "short") == "nnUNetTrainer_UNETR_LoRAPT_short"``."""
+    from hippo_peft.networks import get_arch
+    if method not in METHOD_SUFFIX:
+        raise ValueError(f"Unknown method '{method}'. Choose one of: {', '.join(METHOD_SUFFIX)}.")
+    if schedule not in ("", "short", "smoke"):
+        raise ValueError(f"Unknown schedule '{schedule}'; use '', 'short' or 'smoke'.")
+    return "_".join(p for p in (get_arch(arch).trainer, METHOD_SUFFIX[method], schedule) if p)
 globals().update({name: getattr(_unetr_adapters, name) for name in _unetr_adapters.TRAINERS})
 globals().update({name: getattr(_swin_adapters, name) for name in _swin_adapters.TRAINERS})
 

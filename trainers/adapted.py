@@ -110,7 +110,7 @@ def schedule_variants(namespace: dict, cls: type) -> list[str]:
     """Define ``<cls>_short`` and ``<cls>_smoke`` (CPU schedules) next to ``cls``; returns the names."""
     names = []
     for suffix, schedule, doc in (("short", SHORT, "20 epochs x 25 iterations: CPU checks and demos."),
-                                  ("smoke", SMOKE, "1 epoch x 4 iterations: does the plumbing work?")):
+                                  ("smoke", SMOKE, "2 epochs x 2 iterations: does the plumbing work?")):
         name = f"{cls.__name__}_{suffix}"
         namespace[name] = type(name, (cls,), {"schedule": schedule, "__doc__": doc,
                                                "__module__": namespace["__name__"], "__qualname__": name})

@@ -29,7 +29,8 @@ class Schedule:
 
 
 # nnU-Net's own _1epoch/_5epochs variants still run 250 iterations per epoch; these are really short.
-SMOKE = Schedule(num_epochs=1, iterations_per_epoch=4, val_iterations_per_epoch=1, save_every=1)
+# Two epochs so that a checkpoint_latest.pth exists mid-run (what `nnUNetv2_train --c` resumes from).
+SMOKE = Schedule(num_epochs=2, iterations_per_epoch=2, val_iterations_per_epoch=1, save_every=1)
 SHORT = Schedule(num_epochs=20, iterations_per_epoch=25, val_iterations_per_epoch=2, save_every=5)
 
 

@@ -16,6 +16,6 @@ class nnUNetTrainer_SwinUNETR_short(nnUNetTrainer_SwinUNETR):
 
 
 class nnUNetTrainer_SwinUNETR_smoke(nnUNetTrainer_SwinUNETR):
-    """1 epoch x 4 iterations: does the plumbing work?"""
+    """2 epochs x 2 iterations: does the plumbing work?"""
 
     schedule = SMOKE

@@ -16,6 +16,6 @@ class nnUNetTrainer_UNETR_short(nnUNetTrainer_UNETR):
 
 
 class nnUNetTrainer_UNETR_smoke(nnUNetTrainer_UNETR):
-    """1 epoch x 4 iterations: does the plumbing work?"""
+    """2 epochs x 2 iterations: does the plumbing work?"""
 
     schedule = SMOKE
