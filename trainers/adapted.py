@@ -106,6 +106,50 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
         return super().load_checkpoint(filename_or_checkpoint)
 
 
+# One mixin per method: its settings live here once; the backbone files combine them with a backbone.
+class LoRAPT:
+    """LoRA-PT: tubal rank 1 principal tensors of the stacked attention / MLP weights (reference lr 1e-3, wd 1e-5)."""
+    method = "lorapt"
+
+
+class HyPS:
+    """HyPS: rank-2 principal parallel branch + width-2 serial adapters on every transformer linear (wd 2e-5)."""
+    method = "hyps"
+    weight_decay_default = 2e-5
+
+
+class PDoRA:
+    """PDoRA: rank-8 principal MLP weights as magnitude x direction (reference lr 2e-3, wd 6e-5)."""
+    method = "pdora"
+    initial_lr_default = 2e-3
+    weight_decay_default = 6e-5
+
+
+class LoRA:
+    """LoRA, rank 8, alpha 8, on every transformer linear."""
+    method = "lora"
+
+
+class DoRA:
+    """DoRA, rank 8, alpha 8, on every transformer linear."""
+    method = "dora"
+
+
+class PiSSA:
+    """PiSSA, rank 8, on every transformer linear."""
+    method = "pissa"
+
+
+class HeadOnly:
+    """Only the segmentation head trains."""
+    method = "headonly"
+
+
+class DecoderOnly:
+    """Everything outside the transformer encoder trains (CNN skip encoders, decoder, head)."""
+    method = "decoderonly"
+
+
 def schedule_variants(namespace: dict, cls: type) -> list[str]:
     """Define ``<cls>_short`` and ``<cls>_smoke`` (CPU schedules) next to ``cls``; returns the names."""
     names = []
@@ -118,4 +162,5 @@ def schedule_variants(namespace: dict, cls: type) -> list[str]:
     return names
 
 
-__all__ = ["nnUNetTrainer_AdapterBase", "schedule_variants", "Schedule", "CHECKPOINT_KEY"]
+__all__ = ["nnUNetTrainer_AdapterBase", "schedule_variants", "Schedule", "CHECKPOINT_KEY", "LoRAPT", "HyPS", "PDoRA",
+           "LoRA", "DoRA", "PiSSA", "HeadOnly", "DecoderOnly"]

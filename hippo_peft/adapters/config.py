@@ -14,6 +14,11 @@ NORM_AXES = ("output", "input")
 TARGET_GROUPS = ("all", "attn", "mlp")
 
 
+def _check_choice(method: str, name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{method}: {name} must be one of {', '.join(choices)}; got {value!r}.")
+
+
 def _help(text: str, default, **kw):
     return field(default=default, metadata={"help": text}, **kw)
 
@@ -37,9 +42,7 @@ class AdapterConfig:
     def validate(self) -> None:
         if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
             raise ValueError(f"{self.method}: rank must be a positive integer, got {self.rank!r}.")
-        if self.train_extra not in TRAIN_EXTRA:
-            raise ValueError(f"{self.method}: train_extra must be one of {', '.join(TRAIN_EXTRA)}; "
-                             f"got {self.train_extra!r}.")
+        _check_choice(self.method, "train_extra", self.train_extra, TRAIN_EXTRA)
         if self.targets not in TARGET_GROUPS:
             try:
                 re.compile(self.targets)
@@ -84,8 +87,7 @@ class DoRAConfig(LoRAConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.norm_axis not in NORM_AXES:
-            raise ValueError(f"{self.method}: norm_axis must be one of {', '.join(NORM_AXES)}; got {self.norm_axis!r}.")
+        _check_choice(self.method, "norm_axis", self.norm_axis, NORM_AXES)
 
 
 @dataclass
@@ -108,8 +110,7 @@ class PDoRAConfig(AdapterConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.norm_axis not in NORM_AXES:
-            raise ValueError(f"{self.method}: norm_axis must be one of {', '.join(NORM_AXES)}; got {self.norm_axis!r}.")
+        _check_choice(self.method, "norm_axis", self.norm_axis, NORM_AXES)
 
 
 @dataclass
