@@ -6,7 +6,8 @@ configs of our nnU-Net trainers (``nnUNetTrainer_<BACKBONE>_<METHOD>``: adapter 
 forward + cross-entropy + backward + AdamW on batch 2 at the patch sizes `hippo-peft plan` gives the MSD
 hippocampus crops. Peak memory: on CPU the process's peak resident set while training minus its resident set before
 the network was built (interpreter and libraries), with the kernel's high-water mark reset after the network is
-built and decomposed so that the one-off SVD does not count; on CUDA ``torch.cuda.max_memory_allocated``. Times are medians over ``--steps`` steps after one warm-up step.
+built and decomposed so that the one-off SVD does not count; on CUDA ``torch.cuda.max_memory_allocated``. Times are medians over ``--steps`` steps after one warm-up step;
+inference (batch 1, no grad) of the base, the adapted and a merged copy is timed in the same process before training.
 
     python benchmarks/adapters.py --arch unetr swinunetr --preset compact paper --steps 5 --threads 2 \\
         --out benchmarks/results/adapters_cpu.json
@@ -14,6 +15,7 @@ built and decomposed so that the one-off SVD does not count; on CUDA ``torch.cud
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -74,13 +76,19 @@ def measure(arch: str, preset: str, method: str, steps: int, threads: int, devic
         model.train()
         return statistics.median(times)
 
-    if method == "full":
-        result["infer_s_base"] = infer_time(net)
-    else:
+    # inference first, all in this process and state: base, adapted, merged (a merged copy; speed does not depend
+    # on the adapter's values)
+    result["infer_s_base"] = infer_time(net)
+    if method != "full":
         t0 = time.perf_counter()
         trainer = getattr(trainers, trainers.trainer_name(arch, method))
         adapters.inject(net, trainer.adapter_config())
         result["inject_s"] = time.perf_counter() - t0
+        result["infer_s_adapted"] = infer_time(net)
+        if method != "hyps":  # HyPS's serial adapters cannot be folded (see hippo_peft.adapters.hyps)
+            merged = adapters.merge(copy.deepcopy(net))
+            result["infer_s_merged"] = infer_time(merged)
+            del merged
     report = adapters.trainable_report(net)
     result.update(trainable=report.trainable, total=report.total, percent=report.percent)
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
@@ -108,10 +116,6 @@ def measure(arch: str, preset: str, method: str, steps: int, threads: int, devic
     if method != "full":
         save_file(adapters.adapter_state_dict(net), str(tmp / "adapter.safetensors"))
         result["adapter_bytes"] = (tmp / "adapter.safetensors").stat().st_size
-        result["infer_s_adapted"] = infer_time(net)
-        if method != "hyps":  # HyPS's serial adapters cannot be folded (see hippo_peft.adapters.hyps)
-            adapters.merge(net)
-            result["infer_s_merged"] = infer_time(net)
     return result
 
 
@@ -129,7 +133,7 @@ def table(results: list[dict]) -> str:
         else:
             size = f"{r['adapter_bytes'] / 2**10:.0f} KiB"
             ratio = f"{100 * r['adapter_bytes'] / r['weights_bytes']:.2f} %"
-            base = f["infer_s_base"] if f else float("nan")
+            base = r["infer_s_base"]  # measured in the same process, just before injection
             merged = f"{r['infer_s_merged'] / base:.2f}x" if "infer_s_merged" in r else "not mergeable"
             infer = f"{r['infer_s_adapted'] / base:.2f}x / {merged}"
         lines.append(f"| {r['arch']} | {r['preset']} | {r['method']} | {r['trainable']:,} | {r['percent']:.3f} | "

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hippo_peft import adapters as A
-from hippo_peft.adapters.tsvd import compose, t_product, t_svd, t_transpose
+from hippo_peft.adapters.lorapt import PrincipalTensor
+from hippo_peft.adapters.tsvd import compose, compose_slices, t_product, t_svd, t_transpose
 from hippo_peft.networks import build_network, get_arch, get_preset
 from hippo_peft.synthetic import make_phantom
 
@@ -198,6 +199,14 @@ def test_tsvd_round_trip_and_real_principal_part(shape):
     s_full = torch.zeros(r, r, shape[2])
     s_full[range(r), range(r)] = s
     assert rel_err(t_product(t_product(u, s_full), t_transpose(v)), compose(u, s, v)) < 1e-5
+    assert rel_err(compose_slices(u, s, v).permute(1, 2, 0), compose(u, s, v)) < 1e-5
+    # LoRA-PT's FFT-free slices A @ B_k (circular convolution) agree with the FFT definition
+    group = PrincipalTensor(a, min(shape[:2]))
+    with torch.no_grad():
+        group.U.copy_(u)
+        group.S.copy_(s)
+        group.V.copy_(v)
+        assert rel_err(group.principal_slices().permute(1, 2, 0), compose(u, s, v)) < 1e-5
     # the truncated principal part, computed with the full complex FFT, is real
     u1, s1, v1 = t_svd(a, 1)
     uf, sf, vf = (torch.fft.fft(t.double(), dim=-1) for t in (u1, s1, v1))

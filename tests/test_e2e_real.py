@@ -95,7 +95,7 @@ def test_real_hippocampus_plan_train_predict(hippocampus, nnunet_env, tmp_path):
     # residual + principal of the stacked q/k/v/out tensor: slice 0 is block 0's query, i.e. the source's weight
     # moved by 4 small adapter steps (a decomposition of random weights would be off by ~100 %)
     g = {k: net[f"lorapt_tensors.w192x192.{k}"] for k in ("residual", "U", "S", "V")}
-    query = (g["residual"] + compose(g["U"], g["S"], g["V"]))[:, :, 0]
+    query = g["residual"][0] + compose(g["U"], g["S"], g["V"])[:, :, 0]  # residual is stored slices first
     src_query = src["vit.blocks.0.attn.qkv.weight"][:192]
     assert 0 < float((query - src_query).norm() / src_query.norm()) < 0.25
     cohort = tmp_path / "pred_lorapt"

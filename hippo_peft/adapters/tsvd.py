@@ -44,6 +44,17 @@ def compose(u: Tensor, s: Tensor, v: Tensor) -> Tensor:
         return torch.fft.irfft(torch.einsum("irk,rk,jrk->ijk", uf, sf, vf.conj()), n=n3, dim=2)
 
 
+def compose_slices(u: Tensor, s: Tensor, v: Tensor) -> Tensor:
+    """:func:`compose` laid out frontal slices first, (n3 x n1 x n2): each slice is contiguous, so layers can use
+    them as weights without strided copies, and ``unbind`` hands them out with a single stacked gradient."""
+    with full_precision(u.device):
+        n3 = u.shape[2]
+        uf = torch.fft.rfft(u.float(), dim=2) * torch.fft.rfft(s.float(), dim=1)  # (n1, r, F): U_k S_k
+        vf = torch.fft.rfft(v.float(), dim=2)
+        pf = torch.matmul(uf.permute(2, 0, 1), vf.conj().permute(2, 1, 0))  # (F, n1, n2): U_k S_k V_k^H
+        return torch.fft.irfft(pf, n=n3, dim=0)
+
+
 @torch.no_grad()
 def t_svd(a: Tensor, rank: int | None = None) -> Tuple[Tensor, Tensor, Tensor]:
     """Truncated t-SVD: real ``U`` (n1 x r x n3), tubes ``S`` (r x n3), ``V`` (n2 x r x n3) with
