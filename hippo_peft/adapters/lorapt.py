@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hippo_peft.adapters.config import LoRAPTConfig
-from hippo_peft.adapters.registry import register_injector
-from hippo_peft.adapters.targets import FUSED_QKV
 from hippo_peft.adapters.core import full_precision
+from hippo_peft.adapters.registry import register_injector
+from hippo_peft.adapters.targets import FUSED_QKV, find_targets
 from hippo_peft.adapters.tsvd import t_svd
 
 GROUPS_ATTR = "lorapt_tensors"
@@ -140,7 +140,8 @@ def _close_cache(model: nn.Module, args, output) -> None:
         group._caching, group._cache = False, None
 
 
-def inject_lorapt(model: nn.Module, targets: List[Tuple[str, nn.Linear]], config: LoRAPTConfig) -> None:
+def inject_lorapt(model: nn.Module, config: LoRAPTConfig) -> None:
+    targets = find_targets(model, config)
     # Pieces block by block, in the order q, k, v, out-projection (then the MLP linears); a fused qkv contributes its
     # q, k and v row blocks as three pieces. named_modules() lists MONAI's MLP before its attention, so sort.
     blocks = list(dict.fromkeys(name.rsplit(".", 2)[0] for name, _ in targets))

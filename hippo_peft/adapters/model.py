@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from hippo_peft.adapters.config import AdapterConfig
 from hippo_peft.adapters.core import AdaptedLinear
 from hippo_peft.adapters.lorapt import GROUPS_ATTR, PrincipalTensor, TensorSliceLinear, remove_lorapt
-from hippo_peft.adapters.registry import INJECTORS, LAYERS
+from hippo_peft.adapters.registry import INJECTORS, LAYERS, register_injector
 from hippo_peft.adapters.targets import backbone_of, find_targets
 
 CONFIG_ATTR = "hippo_peft_adapter"
@@ -87,9 +87,8 @@ def inject(model: nn.Module, config: AdapterConfig) -> nn.Module:
         for name, linear in find_targets(model, config):
             _replace(model, name, layer_cls.from_linear(linear, config))
     elif config.method in INJECTORS:
-        targets = find_targets(model, config) if config.method == "lorapt" else []
-        INJECTORS[config.method](model, targets, config)
-    elif config.method not in ("headonly", "decoderonly"):
+        INJECTORS[config.method](model, config)
+    else:
         raise ValueError(f"no implementation registered for method '{config.method}'")
     for module in model.modules():
         if isinstance(module, (AdaptedLinear, PrincipalTensor)):
@@ -105,6 +104,11 @@ def inject(model: nn.Module, config: AdapterConfig) -> nn.Module:
     object.__setattr__(model, BASE_COUNT_ATTR, base_count)
     object.__setattr__(model, FINGERPRINT_ATTR, fingerprint)
     return model
+
+
+# The baselines inject nothing: only what config.train_extra unfreezes trains.
+register_injector("headonly", lambda model, config: None)
+register_injector("decoderonly", lambda model, config: None)
 
 
 def adapter_config(model: nn.Module) -> AdapterConfig | None:

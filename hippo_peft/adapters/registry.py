@@ -1,6 +1,6 @@
 """Method registry: matrix methods register the ``AdaptedLinear`` class that replaces each target linear;
 methods that act on the whole network (LoRA-PT's stacked tensors, the head/decoder baselines) register an
-injector function."""
+injector ``fn(model, config)``."""
 from __future__ import annotations
 
 from typing import Callable, Dict
