@@ -10,10 +10,10 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from hippo_peft import adapters
+from hippo_peft.adapter_files import CHECKPOINT_KEY
 from hippo_peft.trainers.base import SHORT, SMOKE, Schedule, nnUNetTrainer_TransformerBase
 from hippo_peft.weights import load_pretrained
 
-CHECKPOINT_KEY = "hippo_peft_adapter"
 
 
 class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
