@@ -62,6 +62,17 @@ def _cmd_demo(args):
              method=args.method)
 
 
+def _cmd_benchmark(args):
+    from hippo_peft.benchmark import run_benchmark
+    n_test = None if args.n_test == "all" else int(args.n_test) if args.n_test.lstrip("-").isdigit() else "bad"
+    if n_test == "bad":
+        raise ValueError(f"--n-test {args.n_test}: give a number of cases or 'all'.")
+    run_benchmark(args.workdir, target=args.target, source=args.source, archs=args.arch, methods=args.methods,
+                  shots=args.shots, draws=args.draws, seed=args.seed, preset=args.preset, iterations=args.iterations,
+                  source_iterations=args.source_iterations, device=args.device, n_test=n_test,
+                  test_cases=args.test_cases, train_draws_file=args.train_draws, n_source=args.n_source)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hippo-peft", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -135,6 +146,50 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["lorapt", "hyps", "pdora", "lora", "dora", "pissa", "headonly", "decoderonly", "full"],
                    help="how the target is adapted (default lorapt; full = full fine-tuning)")
     s.set_defaults(func=_cmd_demo)
+
+    # --- volumes / classify (issue 5) register below this line ---
+    from hippo_peft import classify, volumes
+    volumes.register(sub)
+    classify.register(sub)
+    # --- end volumes / classify ---
+    # --- benchmark (issue 4) registers below this line ---
+    from hippo_peft import benchmark as bench
+    from hippo_peft.benchmark import METHODS, PROFILES
+    s = sub.add_parser("benchmark", help="few-shot transfer: source pre-training, k-shot draws, every method and "
+                                         "nnU-Net from scratch with the same iteration budget; table, CSV/JSON, plots",
+                       description=bench.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--target", required=True, help="labelled nnU-Net raw dataset folder (imagesTr + labelsTr)")
+    s.add_argument("--source", help="an nnU-Net raw dataset folder to pre-train on, a checkpoint (.pth/.pt/"
+                                    ".safetensors, MONAI or nnU-Net) to start from, or 'label-shift' (a source made "
+                                    "of --n-source target cases with all labels merged). Default: "
+                                    "Dataset002_BraTS2015mini beside the target")
+    s.add_argument("--workdir", required=True, help="folder for everything the benchmark writes; rerun the same "
+                                                    "command to resume an interrupted benchmark")
+    s.add_argument("--arch", nargs="+", default=["unetr"], choices=sorted(ARCHS), help="backbone(s) (default unetr)")
+    s.add_argument("--methods", nargs="+", default=list(METHODS), metavar="METHOD",
+                   help=f"any of {', '.join(METHODS)} (nnunet: nnU-Net's default trainer from scratch). Default: all")
+    s.add_argument("--shots", nargs="+", type=int, default=[5, 10, 20], help="k values (default 5 10 20)")
+    s.add_argument("--draws", type=int, default=3, help="random draws of k cases per k (default 3)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the test set and the draws (default 0)")
+    s.add_argument("--device", default="cpu", choices=sorted(PROFILES))
+    s.add_argument("--preset", choices=sorted(PRESETS["unetr"]),
+                   help=f"network size (default: {PROFILES['cpu']['preset']} on cpu, {PROFILES['cuda']['preset']} "
+                        f"on cuda)")
+    s.add_argument("--iterations", type=int, help=f"training iterations per run, every method alike (default "
+                                                  f"{PROFILES['cpu']['iterations']} on cpu, "
+                                                  f"{PROFILES['cuda']['iterations']} on cuda)")
+    s.add_argument("--source-iterations", type=int,
+                   help=f"source pre-training iterations (default {PROFILES['cpu']['source_iterations']} on cpu, "
+                        f"{PROFILES['cuda']['source_iterations']} on cuda)")
+    s.add_argument("--n-test", default="-1", help=f"held-out test cases drawn from the labelled cases not trained "
+                                                  f"on, or 'all' (default {PROFILES['cpu']['n_test']} on cpu, all "
+                                                  f"on cuda)")
+    s.add_argument("--test-cases", nargs="+", help="explicit test case ids, or one text file with an id per line")
+    s.add_argument("--train-draws", help="JSON file of explicit draws {\"5\": [[case, ...], ...], ...}")
+    s.add_argument("--n-source", type=int, default=40, help="target cases for --source label-shift (default 40)")
+    s.set_defaults(func=_cmd_benchmark)
+    # --- end benchmark ---
     return p
 
 

@@ -11,50 +11,18 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from hippo_peft.commands import console_script as _bin
+from hippo_peft.commands import nnunet_env
+from hippo_peft.commands import run_logged as _run
 from hippo_peft.networks.presets import get_arch, get_preset
-from hippo_peft.nnunet_env import ext_trainer_export_line
 
 SOURCE_ID, TARGET_ID = 901, 902
-
-
-def _run(cmd: list[str], env: dict, log: Path) -> float:
-    """Run a console command, its output into ``log``; raise with the log's tail if it fails."""
-    print(f"$ {' '.join(cmd)}", flush=True)
-    start = time.time()
-    with open(log, "a") as f:
-        f.write(f"\n$ {' '.join(cmd)}\n")
-        f.flush()
-        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent)
-    if proc.returncode:
-        tail = "".join(open(log).readlines()[-30:])
-        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}); last lines of {log}:\n{tail}")
-    return time.time() - start
-
-
-def _bin(name: str) -> str:
-    """A console script of this environment (works without an activated venv)."""
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
-
-
-def nnunet_env(root: Path) -> dict:
-    env = dict(os.environ)
-    env.update(nnUNet_raw=str(root / "nnUNet_raw"), nnUNet_preprocessed=str(root / "nnUNet_preprocessed"),
-               nnUNet_results=str(root / "nnUNet_results"))
-    env.setdefault("nnUNet_n_proc_DA", "0")
-    env.setdefault("nnUNet_def_n_proc", "1")
-    env["nnUNet_extTrainer"] = ext_trainer_export_line().split("=", 1)[1]
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        Path(env[key]).mkdir(parents=True, exist_ok=True)
-    return env
 
 
 def dataset_from_raw(raw: Path, raw_root: Path, name: str, n_train: int, n_test: int, seed: int = 0) -> Path:

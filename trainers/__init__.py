@@ -26,8 +26,20 @@ def trainer_name(arch: str, method: str, schedule: str = "") -> str:
     if schedule not in ("", "short", "smoke"):
         raise ValueError(f"Unknown schedule '{schedule}'; use '', 'short' or 'smoke'.")
     return "_".join(p for p in (get_arch(arch).trainer, METHOD_SUFFIX[method], schedule) if p)
+
+
 globals().update({name: getattr(_unetr_adapters, name) for name in _unetr_adapters.TRAINERS})
 globals().update({name: getattr(_swin_adapters, name) for name in _swin_adapters.TRAINERS})
+
+
+def __getattr__(name):
+    # `<trainer>_<N>it`: a fixed-iteration-budget variant, made on request (see hippo_peft.trainers.budget)
+    from hippo_peft.trainers.budget import budget_trainer
+    cls = budget_trainer(name, globals(), __name__)
+    if cls is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return cls
+
 
 __all__ = ["nnUNetTrainer_UNETR", "nnUNetTrainer_UNETR_short", "nnUNetTrainer_UNETR_smoke",
            "nnUNetTrainer_SwinUNETR", "nnUNetTrainer_SwinUNETR_short", "nnUNetTrainer_SwinUNETR_smoke",

@@ -1,0 +1,182 @@
+"""`hippo-peft benchmark`: input checks before any training, the draws, the budget trainers, and the whole
+orchestration on phantoms in subprocesses, interrupted by SIGKILL and resumed without redoing finished runs."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hippo_peft.benchmark import BenchmarkError, resolve_settings
+from hippo_peft.cli import main
+from hippo_peft.synthetic import write_dataset
+from hippo_peft.trainers.budget import split_budget
+from tests.conftest import bin_path
+
+
+@pytest.fixture
+def phantoms(tmp_path) -> tuple[Path, Path]:
+    raw = tmp_path / "raw"
+    target = write_dataset(raw, "Dataset001_Target", 8, seed=2)
+    source = write_dataset(raw, "Dataset002_Source", 4, seed=1, source=True)
+    return target, source
+
+
+def cli_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_draws_are_seeded_disjoint_and_of_size_k(phantoms):
+    target, source = phantoms
+    s = resolve_settings(str(target), str(source), shots=[2, 3], draws=2, n_test=3, seed=5)
+    again = resolve_settings(str(target), str(source), shots=[2, 3], draws=2, n_test=3, seed=5)
+    assert s.train_draws == again.train_draws and s.test_cases == again.test_cases
+    assert len(s.test_cases) == 3 and s.folds == [(2, 0), (2, 1), (3, 0), (3, 1)]
+    for k in (2, 3):
+        for draw in s.train_draws[str(k)]:
+            assert len(set(draw)) == k and not set(draw) & set(s.test_cases)
+    assert s.train_draws["2"][0] != s.train_draws["2"][1] or s.train_draws["3"][0] != s.train_draws["3"][1]
+    # default test set: every labelled case not drawn; label-shift source cases are never drawn or tested
+    all_rest = resolve_settings(str(target), "label-shift", shots=[2], draws=2, n_test=None, n_source=3)
+    drawn = {c for d in all_rest.train_draws["2"] for c in d}
+    assert len(all_rest.source_cases) == 3 and not set(all_rest.source_cases) & (drawn | set(all_rest.test_cases))
+    assert sorted(drawn | set(all_rest.test_cases) | set(all_rest.source_cases)) == [f"phantom_{i:03d}"
+                                                                                     for i in range(8)]
+
+
+def test_bad_input_fails_before_anything_runs(phantoms, tmp_path, capsys):
+    target, source = phantoms
+    work = tmp_path / "work"
+    base = ["benchmark", "--target", str(target), "--source", str(source), "--workdir", str(work)]
+    err = cli_error(capsys, base + ["--methods", "lorapt", "qlora"])
+    assert "qlora" in err and "lorapt" in err and "nnunet" in err
+    err = cli_error(capsys, base + ["--shots", "2", "7", "--n-test", "2"])
+    assert "k = 7 is larger than the 6 labelled cases available" in err
+    draws = tmp_path / "draws.json"
+    draws.write_text(json.dumps({"2": [["phantom_000", "phantom_001"]]}))
+    err = cli_error(capsys, base + ["--shots", "2", "--draws", "1", "--train-draws", str(draws), "--test-cases",
+                                    "phantom_001", "phantom_005"])
+    assert "overlaps the training draws in 1 case(s): phantom_001" in err
+    err = cli_error(capsys, base + ["--test-cases", "phantom_042"])
+    assert "phantom_042" in err
+    err = cli_error(capsys, ["benchmark", "--target", str(target), "--source", str(target), "--workdir", str(work)])
+    assert "target dataset itself" in err
+    err = cli_error(capsys, base + ["--iterations", "1"])
+    assert "at least 2 iterations" in err
+    assert not work.exists(), "nothing may be written for bad input"
+    work.mkdir()
+    (work / "mine.txt").write_text("a user's file")
+    err = cli_error(capsys, base + ["--shots", "2", "--n-test", "2"])
+    assert "not empty" in err and (work / "mine.txt").read_text() == "a user's file"
+
+
+def test_source_checkpoint_of_another_backbone_is_refused_before_training(phantoms, tmp_path, capsys, nnunet_env,
+                                                                          monkeypatch):
+    from hippo_peft.networks import build_network
+    from hippo_peft.networks.presets import get_preset
+    for key in ("nnUNet_n_proc_DA", "nnUNet_def_n_proc", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(key, nnunet_env[key])
+    target, _ = phantoms
+    swin = build_network("monai.networks.nets.SwinUNETR", get_preset("swinunetr", "tiny"), [32, 32, 32], 2, 2)
+    checkpoint = tmp_path / "swin.pth"
+    torch.save({"network_weights": swin.state_dict()}, checkpoint)
+    work = tmp_path / "work"
+    err = cli_error(capsys, ["benchmark", "--target", str(target), "--source", str(checkpoint), "--workdir", str(work),
+                             "--arch", "unetr", "--preset", "tiny", "--shots", "2", "--n-test", "2"])
+    assert "does not fit the UNETR" in err and "another backbone" in err
+    assert not any((work / "nnunet" / "nnUNet_results").rglob("*.pth")), "no training may have started"
+    assert not (work / "nnunet" / "nnUNet_preprocessed" / "Dataset961_BenchmarkTarget" / "nnUNetPlans_UNETR_tiny"
+                ).exists(), "the check comes before preprocessing"
+
+
+def test_budget_variants_train_exactly_n_iterations():
+    import hippo_peft.trainers as trainers
+    assert split_budget(100) == (4, 25) and split_budget(4) == (2, 2) and split_budget(7) == (7, 1)
+    cls = trainers.nnUNetTrainer_UNETR_PDoRA_100it
+    assert cls is trainers.nnUNetTrainer_UNETR_PDoRA_100it and cls.budget_iterations == 100
+    assert cls.initial_lr_default == trainers.nnUNetTrainer_UNETR_PDoRA.initial_lr_default  # method's own rate
+    assert trainers.nnUNetTrainer_SwinUNETR_100it.initial_lr_default == 1e-3  # full fine-tuning: the _short rate
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    assert issubclass(trainers.nnUNetTrainer_100it, nnUNetTrainer)
+    with pytest.raises(AttributeError):
+        trainers.nnUNetTrainer_UNETR_short_100it  # a schedule variant of a schedule variant is not a thing
+    with pytest.raises(ValueError, match="at least 2"):
+        trainers.nnUNetTrainer_UNETR_1it
+
+
+def _records(work: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((work / "runs").glob("*.json"))}
+
+
+def test_benchmark_end_to_end_resumes_after_kill(phantoms, tmp_path, nnunet_env):
+    target, source = phantoms
+    work = tmp_path / "work"
+    cmd = [bin_path("hippo-peft"), "benchmark", "--target", str(target), "--source", str(source), "--workdir",
+           str(work), "--preset", "tiny", "--methods", "lorapt", "full", "nnunet", "--shots", "2", "--draws", "1",
+           "--iterations", "4", "--source-iterations", "4", "--n-test", "2"]
+    env = nnunet_env  # the benchmark points nnU-Net's paths into its work folder itself
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while not (work / "runs" / "unetr-lorapt-k2-d0.json").is_file():
+            assert proc.poll() is None and time.time() < deadline, "the benchmark ended before its first run"
+            time.sleep(0.5)
+        while not (work / "logs" / "unetr-full-k2-d0.log").is_file():  # the second run has started
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGKILL)  # the benchmark and its nnU-Net child, mid-run
+    finally:
+        proc.wait()
+    first = _records(work)
+    assert list(first) == ["unetr-lorapt-k2-d0"]
+    first_mtime = (work / "runs" / "unetr-lorapt-k2-d0.json").stat().st_mtime
+
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "resuming: 1 of 3 runs already finished" in done.stdout
+    records = _records(work)
+    assert set(records) == {"unetr-lorapt-k2-d0", "unetr-full-k2-d0", "nnunet-k2-d0"}
+    assert (work / "runs" / "unetr-lorapt-k2-d0.json").stat().st_mtime == first_mtime  # not redone
+    assert records["unetr-lorapt-k2-d0"] == first["unetr-lorapt-k2-d0"]
+    # the source was pre-trained once: its log holds one training command
+    assert (work / "logs" / "source.log").read_text().count("nnUNetv2_train") == 1
+
+    test_cases = records["nnunet-k2-d0"]["per_case"].keys()
+    for r in records.values():
+        assert r["n_test"] == 2 and set(r["per_case"]) == set(test_cases)
+        assert not set(r["train_cases"]) & set(test_cases)
+        for region in ("Anterior", "Posterior", "Anterior+Posterior"):
+            m = r["summary"]["regions"][region]
+            assert m["dice"] is None or 0 <= m["dice"] <= 1
+            assert m["abs_volume_error"] >= 0
+        assert r["seconds_per_step"] > 0 and r["peak_memory_mib"] > 100 and r["stored_bytes"] > 0
+    assert records["unetr-lorapt-k2-d0"]["trainable"] < 0.05 * records["unetr-full-k2-d0"]["trainable"]
+    assert records["unetr-lorapt-k2-d0"]["stored_what"] == "adapter file"
+    assert (work / "adapters" / "unetr-lorapt-k2-d0" / "adapter.safetensors").is_file()
+    assert records["nnunet-k2-d0"]["trainer"] == "nnUNetTrainer_4it" and records["nnunet-k2-d0"]["plans"] == "nnUNetPlans"
+    stats = json.loads(next((work / "nnunet" / "nnUNet_results").rglob("nnUNetTrainer_4it__*/fold_0/"
+                                                                       "budget_stats.json")).read_text())
+    assert len(stats["step_seconds"]) == 4  # exactly the budget
+
+    report = work / "report"
+    for name in ("benchmark.md", "runs.csv", "cases.csv", "runs.json", "dice_vs_k.png", "dice_vs_params.png"):
+        assert (report / name).stat().st_size > 0, name
+    rows = list(csv.DictReader(open(report / "runs.csv")))
+    assert len(rows) == 3 and {r["method"] for r in rows} == {"lorapt", "full", "nnunet"}
+    assert len(list(csv.DictReader(open(report / "cases.csv")))) == 3 * 2 * 3  # runs x cases x regions
+    table = (report / "benchmark.md").read_text()
+    assert "nnU-Net from scratch" in table and "LoRA-PT (unetr)" in table and "Dice k=2" in table
+
+    # settings changed in the same folder: refused, nothing touched
+    changed = subprocess.run(cmd[:-1] + ["3"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert changed.returncode == 2 and "other settings (test_cases" in changed.stderr
+    assert _records(work) == records
