@@ -160,6 +160,7 @@ def test_benchmark_end_to_end_resumes_after_kill(phantoms, tmp_path, nnunet_env)
             assert m["abs_volume_error"] >= 0
         assert r["seconds_per_step"] > 0 and r["peak_memory_mib"] > 100 and r["stored_bytes"] > 0
     assert records["unetr-lorapt-k2-d0"]["trainable"] < 0.05 * records["unetr-full-k2-d0"]["trainable"]
+    assert records["unetr-lorapt-k2-d0"]["total"] == records["unetr-full-k2-d0"]["total"]  # same base network
     assert records["unetr-lorapt-k2-d0"]["stored_what"] == "adapter file"
     assert (work / "adapters" / "unetr-lorapt-k2-d0" / "adapter.safetensors").is_file()
     assert records["nnunet-k2-d0"]["trainer"] == "nnUNetTrainer_4it" and records["nnunet-k2-d0"]["plans"] == "nnUNetPlans"

@@ -73,13 +73,17 @@ class BudgetMixin:
         if self.local_rank != 0:
             return
         params = list(self.network.parameters())
+        trainable, total = sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+        if getattr(self, "method", None):  # adapted: frozen base weights are buffers; count against the base network
+            from hippo_peft.adapters import trainable_report
+            report = trainable_report(self.plain_network).to_dict()
+            trainable, total = report["trainable"], report["total"]
         # ru_maxrss is KiB on Linux: the training process's peak resident memory (weights, activations, optimizer)
         stats = {"iterations": self.budget_iterations, "epochs": self.num_epochs,
                  "iterations_per_epoch": self.num_iterations_per_epoch, "batch_size": self.batch_size,
                  "patch_size": list(self.configuration_manager.patch_size), "device": self.device.type,
                  "step_seconds": [round(s, 5) for s in self._step_seconds],
-                 "trainable": sum(p.numel() for p in params if p.requires_grad),
-                 "total": sum(p.numel() for p in params),
+                 "trainable": trainable, "total": total,
                  "peak_memory_mib": (torch.cuda.max_memory_allocated(self.device) / 2 ** 20
                                      if self.device.type == "cuda"
                                      else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
