@@ -48,7 +48,7 @@ class Settings:
 
     target: str
     source: str
-    source_kind: str  # dataset | checkpoint | label-shift
+    source_kind: str  # dataset | checkpoint | label-shift | none (only nnU-Net from scratch)
     archs: list
     methods: list
     shots: list
@@ -148,7 +148,10 @@ def resolve_settings(target: str, source: str | None = None, archs=("unetr",), m
 
     target_path = Path(target).resolve()
     _, cases = labelled_cases(target_path)
-    source_kind, source = _resolve_source(source, target_path)
+    if any(m != "nnunet" for m in methods):
+        source_kind, source = _resolve_source(source, target_path)
+    else:  # nnU-Net from scratch only: nothing is pre-trained
+        source_kind, source = "none", ""
     test_cases = _case_list(test_cases)
     unknown = sorted(set(test_cases) - set(cases))
     if unknown:
