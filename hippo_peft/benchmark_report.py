@@ -26,6 +26,8 @@ def _mean_sd(values: list[float], digits: int = 3) -> str:
 
 
 def _size(n_bytes: float) -> str:
+    if n_bytes < 1024:
+        return f"{n_bytes:.0f} B"
     return f"{n_bytes / 2 ** 20:.1f} MiB" if n_bytes >= 2 ** 20 else f"{n_bytes / 1024:.0f} KiB"
 
 
