@@ -2,7 +2,9 @@
 step and peak memory, adapter file size, and inference time of the adapted vs the merged vs the base network.
 
 Every (backbone, preset, method) runs in its own subprocess so that its peak memory is its own; methods use the
-configs of our nnU-Net trainers (``nnUNetTrainer_<BACKBONE>_<METHOD>``: adapter + segmentation head). One step is
+configs of our nnU-Net trainers: ``nnUNetTrainer_<BACKBONE>_<METHOD>`` (method ``lorapt`` ...: the papers' setting,
+adapter + CNN decoder blocks + head) and ``nnUNetTrainer_<BACKBONE>_<METHOD>_Strict`` (``lorapt-strict`` ...: adapter +
+head). One step is
 forward + cross-entropy + backward + AdamW on batch 2 at the patch sizes `hippo-peft plan` gives the MSD
 hippocampus crops. Peak memory: on CPU the process's peak resident set while training minus its resident set before
 the network was built (interpreter and libraries), with the kernel's high-water mark reset after the network is
@@ -11,6 +13,8 @@ inference (batch 1, no grad) of the base, the adapted and a merged copy is timed
 
     python benchmarks/adapters.py --arch unetr swinunetr --preset compact paper --steps 5 --threads 2 \\
         --out benchmarks/results/adapters_cpu.json
+
+``--counts-only`` builds and injects without timing anything (trainable counts and adapter file sizes, seconds).
 """
 from __future__ import annotations
 
@@ -26,7 +30,10 @@ import time
 from pathlib import Path
 
 PATCH = {"unetr": [48, 64, 48], "swinunetr": [64, 64, 64]}
-METHODS = ["full", "lorapt", "hyps", "pdora", "lora", "dora", "pissa", "headonly", "decoderonly"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: its hippo_peft
+from hippo_peft.benchmark import ADAPTER_METHODS  # noqa: E402
+
+METHODS = ["full", *ADAPTER_METHODS]
 
 
 def _rss_kib(field: str) -> int:
@@ -40,7 +47,8 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux >= 4.0)
 
 
-def measure(arch: str, preset: str, method: str, steps: int, threads: int, device: str, batch: int = 2) -> dict:
+def measure(arch: str, preset: str, method: str, steps: int, threads: int, device: str, batch: int = 2,
+            counts_only: bool = False) -> dict:
     import torch
     from safetensors.torch import save_file
 
@@ -76,6 +84,13 @@ def measure(arch: str, preset: str, method: str, steps: int, threads: int, devic
         model.train()
         return statistics.median(times)
 
+    if counts_only:
+        if method != "full":
+            adapters.inject(net, getattr(trainers, trainers.trainer_name(arch, method)).adapter_config())
+            save_file(adapters.adapter_state_dict(net), str(tmp / "adapter.safetensors"))
+            result["adapter_bytes"] = (tmp / "adapter.safetensors").stat().st_size
+        report = adapters.trainable_report(net)
+        return {**result, "trainable": report.trainable, "total": report.total, "percent": report.percent}
     # inference first, all in this process and state: base, adapted, merged (a merged copy; speed does not depend
     # on the adapter's values)
     result["infer_s_base"] = infer_time(net)
@@ -119,7 +134,28 @@ def measure(arch: str, preset: str, method: str, steps: int, threads: int, devic
     return result
 
 
+def trains(method: str) -> str:
+    return "adapter + head" if method.endswith("-strict") else TRAINS[method]
+
+
+def counts_table(results: list[dict]) -> str:
+    lines = ["| backbone | preset | method | trains | trainable | % of network | adapter file |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        size = f"{r['adapter_bytes'] / 2**10:,.0f} KiB" if "adapter_bytes" in r else "-"
+        lines.append(f"| {r['arch']} | {r['preset']} | {r['method']} | {trains(r['method'])} | {r['trainable']:,} | "
+                     f"{r['percent']:.3f} | {size} |")
+    return "\n".join(lines)
+
+
+TRAINS = {"full": "everything", "headonly": "head", "decoderonly": "decoder blocks + head",
+          "cnnonly": "skip encoders + decoder blocks + head",
+          **{m: "adapter + decoder blocks + head" for m in ("lorapt", "hyps", "pdora", "lora", "dora", "pissa")}}
+
+
 def table(results: list[dict]) -> str:
+    if "s_per_step_median" not in results[0]:
+        return counts_table(results)
     full = {(r["arch"], r["preset"]): r for r in results if r["method"] == "full"}
     lines = ["| backbone | preset | method | trainable | % of network | s / step | step vs full | peak MiB | "
              "peak vs full | adapter file | file vs weights | inference adapted / merged vs base |",
@@ -151,10 +187,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="write every measurement here as JSON")
+    p.add_argument("--counts-only", action="store_true", help="trainable counts and file sizes only, no timing")
     p.add_argument("--one", nargs=3, metavar=("ARCH", "PRESET", "METHOD"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        print(json.dumps(measure(*args.one, args.steps, args.threads, args.device)))
+        print(json.dumps(measure(*args.one, args.steps, args.threads, args.device, counts_only=args.counts_only)))
         return
     unknown = sorted(set(args.method) - set(METHODS))
     if unknown:
@@ -166,7 +203,8 @@ def main() -> None:
             for method in methods:
                 print(f"{arch} {preset} {method} ...", file=sys.stderr, flush=True)
                 proc = subprocess.run([sys.executable, __file__, "--one", arch, preset, method, "--steps",
-                                       str(args.steps), "--threads", str(args.threads), "--device", args.device],
+                                       str(args.steps), "--threads", str(args.threads), "--device", args.device]
+                                      + (["--counts-only"] if args.counts_only else []),
                                       capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(
                                           args.threads)))
                 if proc.returncode:

@@ -28,8 +28,14 @@ from pathlib import Path
 from hippo_peft.commands import console_script, nnunet_env, run_logged
 from hippo_peft.networks.presets import ARCHS, PRESETS, get_arch
 
-ADAPTER_METHODS = ("lorapt", "hyps", "pdora", "lora", "dora", "pissa", "headonly", "decoderonly")
+# Adapter methods train the papers' set (adapter + CNN decoder blocks + head); "<method>-strict" the adapter + head.
+PAPER_METHODS = ("lorapt", "hyps", "pdora", "lora", "dora", "pissa")
+STRICT_METHODS = tuple(f"{m}-strict" for m in PAPER_METHODS)
+ADAPTER_METHODS = PAPER_METHODS + STRICT_METHODS + ("headonly", "decoderonly", "cnnonly")
 METHODS = ADAPTER_METHODS + ("full", "nnunet")
+DEFAULT_METHODS = PAPER_METHODS + ("headonly", "decoderonly", "full", "nnunet")
+# What the methods train changed in hippo_peft 0.2 (the papers' trainable sets): a work folder from before is refused.
+SETTINGS_VERSION = 2
 LABEL_SHIFT = "label-shift"
 DEFAULT_SOURCE = "Dataset002_BraTS2015mini"  # looked for beside the target dataset
 TARGET_ID, SOURCE_ID = 961, 962
@@ -61,6 +67,7 @@ class Settings:
     test_cases: list
     source_cases: list  # label-shift only: target cases used (merged) for pre-training, never drawn or tested
     train_draws: dict  # str(k) -> list of draws (lists of case ids)
+    settings_version: int = SETTINGS_VERSION  # of what each method trains (see SETTINGS_VERSION)
 
     @property
     def folds(self) -> list[tuple[int, int]]:
@@ -108,7 +115,7 @@ def _case_list(value) -> list[str]:
     return list(value or [])
 
 
-def resolve_settings(target: str, source: str | None = None, archs=("unetr",), methods=METHODS,
+def resolve_settings(target: str, source: str | None = None, archs=("unetr",), methods=DEFAULT_METHODS,
                      shots=(5, 10, 20), draws: int = 3, seed: int = 0, preset: str | None = None,
                      iterations: int | None = None, source_iterations: int | None = None, device: str = "cpu",
                      n_test: int | None = -1, test_cases=None, train_draws_file: str | None = None,
@@ -279,6 +286,13 @@ class Workdir:
         """Start a new benchmark, or resume one with the same settings; never reuses a folder it did not make."""
         if self.settings_file.is_file():
             old = json.loads(self.settings_file.read_text())
+            if old.get("settings_version", 1) != s.settings_version:
+                raise BenchmarkError(
+                    f"{self.root} holds a benchmark made with hippo_peft settings version "
+                    f"{old.get('settings_version', 1)}; this hippo_peft trains other sets of tensors (version "
+                    f"{s.settings_version}: since 0.2 the adapter methods also train the CNN decoder, decoderonly "
+                    f"no longer trains the skip encoders), so its runs cannot be mixed with new ones. Start a new "
+                    f"--workdir; keep the old one's report as it is.")
             new = asdict(s)
             changed = [f.name for f in fields(Settings) if f.name != "methods" and old.get(f.name) != new[f.name]]
             if changed:

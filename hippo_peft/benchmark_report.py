@@ -6,8 +6,9 @@ import json
 import statistics
 from pathlib import Path
 
-METHOD_LABELS = {"lorapt": "LoRA-PT", "hyps": "HyPS", "pdora": "PDoRA", "lora": "LoRA", "dora": "DoRA",
-                 "pissa": "PiSSA", "headonly": "head only", "decoderonly": "decoder only",
+_ADAPTERS = {"lorapt": "LoRA-PT", "hyps": "HyPS", "pdora": "PDoRA", "lora": "LoRA", "dora": "DoRA", "pissa": "PiSSA"}
+METHOD_LABELS = {**_ADAPTERS, **{f"{m}-strict": f"{label} strict" for m, label in _ADAPTERS.items()},
+                 "headonly": "head only", "decoderonly": "decoder only", "cnnonly": "CNN only",
                  "full": "full fine-tuning", "nnunet": "nnU-Net from scratch"}
 
 

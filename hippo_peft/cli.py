@@ -136,15 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_cmd_merge)
 
+    from hippo_peft.benchmark import METHODS
     s = sub.add_parser("demo", help="the whole pipeline on CPU on generated phantoms (or --raw DATASET)")
     s.add_argument("--workdir", help="keep the nnU-Net tree here (default: a temporary folder, removed afterwards)")
     s.add_argument("--raw", help="an nnU-Net raw dataset folder (DatasetXXX_Name) to use as the target task")
     s.add_argument("--arch", default="unetr", choices=sorted(ARCHS))
     s.add_argument("--preset", default="compact", choices=sorted(PRESETS["unetr"]))
     s.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    s.add_argument("--method", default="lorapt",
-                   choices=["lorapt", "hyps", "pdora", "lora", "dora", "pissa", "headonly", "decoderonly", "full"],
-                   help="how the target is adapted (default lorapt; full = full fine-tuning)")
+    s.add_argument("--method", default="lorapt", choices=[m for m in METHODS if m != "nnunet"],
+                   help="how the target is adapted (default lorapt: adapter + CNN decoder + head, the papers' "
+                        "setting; lorapt-strict: adapter + head; full = full fine-tuning)")
     s.set_defaults(func=_cmd_demo)
 
     # --- volumes / classify (issue 5) register below this line ---
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     # --- end volumes / classify ---
     # --- benchmark (issue 4) registers below this line ---
     from hippo_peft import benchmark as bench
-    from hippo_peft.benchmark import METHODS, PROFILES
+    from hippo_peft.benchmark import DEFAULT_METHODS, METHODS, PROFILES
     s = sub.add_parser("benchmark", help="few-shot transfer: source pre-training, k-shot draws, every method and "
                                          "nnU-Net from scratch with the same iteration budget; table, CSV/JSON, plots",
                        description=bench.__doc__,
@@ -167,8 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workdir", required=True, help="folder for everything the benchmark writes; rerun the same "
                                                     "command to resume an interrupted benchmark")
     s.add_argument("--arch", nargs="+", default=["unetr"], choices=sorted(ARCHS), help="backbone(s) (default unetr)")
-    s.add_argument("--methods", nargs="+", default=list(METHODS), metavar="METHOD",
-                   help=f"any of {', '.join(METHODS)} (nnunet: nnU-Net's default trainer from scratch). Default: all")
+    s.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
+                   help=f"any of {', '.join(METHODS)} (adapter methods train the adapter + CNN decoder + head as "
+                        f"the papers do, <method>-strict the adapter + head only, decoderonly the same decoder + "
+                        f"head without an adapter, cnnonly every CNN part; nnunet: nnU-Net's default trainer from "
+                        f"scratch). Default: {' '.join(DEFAULT_METHODS)}")
     s.add_argument("--shots", nargs="+", type=int, default=[5, 10, 20], help="k values (default 5 10 20)")
     s.add_argument("--draws", type=int, default=3, help="random draws of k cases per k (default 3)")
     s.add_argument("--seed", type=int, default=0, help="seed of the test set and the draws (default 0)")

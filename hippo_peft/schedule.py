@@ -6,7 +6,11 @@ from torch.optim.lr_scheduler import _LRScheduler
 
 class WarmupPolyLRScheduler(_LRScheduler):
     """lr = initial_lr * (step+1)/warmup during warm-up, then initial_lr * (1 - t)^exponent with t the fraction
-    of post-warm-up steps done. Stepped like nnU-Net's PolyLRScheduler (``step(current_epoch)``)."""
+    of post-warm-up steps done. Stepped like nnU-Net's PolyLRScheduler (``step(current_epoch)``).
+
+    ``initial_lr`` is the first parameter group's peak rate; every other group follows the same curve at its own
+    ratio to the first (from the groups' ``lr`` when the scheduler is made), so adapter and decoder groups keep
+    their rates' ratio throughout."""
 
     def __init__(self, optimizer, initial_lr: float, max_steps: int, warmup_steps: int = 0, exponent: float = 0.9):
         if max_steps <= 0 or not 0 <= warmup_steps < max_steps:
@@ -16,16 +20,21 @@ class WarmupPolyLRScheduler(_LRScheduler):
         self.ctr = 0
         super().__init__(optimizer, -1)
 
-    def lr_at(self, step: int) -> float:
+    def factor_at(self, step: int) -> float:
+        """The multiplier of every group's start rate at ``step``."""
         if step < self.warmup_steps:
-            return self.initial_lr * (step + 1) / (self.warmup_steps + 1)
+            return (step + 1) / (self.warmup_steps + 1)
         t = (step - self.warmup_steps) / (self.max_steps - self.warmup_steps)
-        return self.initial_lr * max(1 - t, 0.0) ** self.exponent
+        return max(1 - t, 0.0) ** self.exponent
+
+    def lr_at(self, step: int) -> float:
+        return self.initial_lr * self.factor_at(step)
 
     def step(self, current_step=None):
         if current_step is None or current_step == -1:
             current_step = self.ctr
             self.ctr += 1
+        lr, first = self.lr_at(current_step), self.optimizer.param_groups[0]["initial_lr"]
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(current_step)
+            group["lr"] = lr * group["initial_lr"] / first
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]

@@ -15,7 +15,7 @@ from tests.conftest import minimal_plans
 PATCH = [48, 64, 48]
 
 
-def trained_model_folder(tmp_path, trainer):
+def trained_model_folder(tmp_path, trainer, adapter_cfg=None):
     """What nnUNetv2_train leaves behind, made in-process: plans.json, dataset.json, fold_all/checkpoint_final.pth
     of an adapted tiny UNETR whose adapter moved away from its start; plus the base checkpoint it started from."""
     plans, dataset_json = minimal_plans("unetr", "tiny", PATCH)
@@ -23,7 +23,8 @@ def trained_model_folder(tmp_path, trainer):
     torch.manual_seed(0)
     base = build_network(config["network_class_name"], config["arch_kwargs"], PATCH, 1, 3)
     torch.save({"network_weights": base.state_dict()}, tmp_path / "base.pth")
-    net = A.inject(base, trainer.adapter_config())
+    adapter_cfg = adapter_cfg or trainer.adapter_config()
+    net = A.inject(base, adapter_cfg)
     with torch.no_grad():
         for p in A.trainable_parameters(net):
             p.add_(0.05 * torch.randn_like(p))
@@ -34,7 +35,7 @@ def trained_model_folder(tmp_path, trainer):
     torch.save({"network_weights": net.state_dict(), "trainer_name": trainer.__name__,
                 "init_args": {"configuration": "3d_fullres"}, "inference_allowed_mirroring_axes": (0, 1, 2),
                 "optimizer_state": {"exp_avg": [torch.zeros_like(p) for p in net.parameters()]},
-                "hippo_peft_adapter": {"base_fingerprint": A.injected_fingerprint(net)}},
+                "hippo_peft_adapter": {"base_fingerprint": A.injected_fingerprint(net), "config": adapter_cfg.to_dict()}},
                model / "fold_all" / "checkpoint_final.pth")
     return model, net.eval()
 
@@ -61,6 +62,11 @@ def test_export_apply_merge_round_trip(tmp_path, monkeypatch, ext_trainer_dir):
     assert saved["method"] == "lorapt" and saved["preset"] == "tiny" and saved["base_fingerprint"]
     assert meta["adapter_bytes"] < 0.25 * meta["checkpoint_bytes"]
     assert b"hippo_peft-adapter" in (tmp_path / "adapter" / "adapter.safetensors").read_bytes()[:4096]
+    # the papers' setting: the file carries the trained decoder blocks and head, not the frozen skip encoders
+    from safetensors.torch import load_file
+    stored = {k.split(".")[0] for k in load_file(str(tmp_path / "adapter" / "adapter.safetensors"))}
+    assert {"decoder2", "decoder3", "decoder4", "decoder5", "out"} <= stored
+    assert not stored & {"encoder1", "encoder2", "encoder3", "encoder4", "vit"}
 
     applied = apply_adapter(tmp_path / "adapter", tmp_path / "base.pth", model / "plans.json", tmp_path / "applied")
     out, cls, trainer = logits(applied.parent.parent, x)
@@ -102,3 +108,23 @@ def test_hyps_merge_into_base_is_refused_with_the_reason(tmp_path):
 def test_cli_reports_errors_without_traceback(tmp_path):
     from hippo_peft.cli import main
     assert main(["export-adapter", str(tmp_path / "nothing" / "fold_0"), "-o", str(tmp_path / "a")]) == 2
+
+
+def test_files_from_before_the_papers_setting_are_read_as_strict(tmp_path, monkeypatch, ext_trainer_dir):
+    """A fold trained by nnUNetTrainer_UNETR_LoRAPT before hippo_peft 0.2 (adapter + head) exports, applies and merges
+    as the _Strict trainer, whose setting it has: same outputs, nothing of the decoder claimed as trained."""
+    monkeypatch.setenv("nnUNet_extTrainer", ext_trainer_dir)
+    from hippo_peft.trainers import nnUNetTrainer_UNETR_LoRAPT_Strict
+    model, net = trained_model_folder(tmp_path, nnUNetTrainer_UNETR_LoRAPT,
+                                      adapter_cfg=nnUNetTrainer_UNETR_LoRAPT_Strict.adapter_config())
+    x = torch.randn(1, 1, *PATCH)
+    with torch.no_grad():
+        expected = net(x)
+    meta = export_adapter(model / "fold_all", tmp_path / "adapter")
+    assert meta["trainer"] == "nnUNetTrainer_UNETR_LoRAPT_Strict" and meta["config"]["train_extra"] == "head"
+    applied = apply_adapter(tmp_path / "adapter", tmp_path / "base.pth", model / "plans.json", tmp_path / "applied")
+    out, _, trainer = logits(applied.parent.parent, x)
+    assert trainer == "nnUNetTrainer_UNETR_LoRAPT_Strict" and torch.allclose(out, expected, atol=1e-5)
+    merged = merge_model(model, tmp_path / "merged")
+    out, cls, _ = logits(merged, x)
+    assert cls.__name__ == "UNETR" and torch.allclose(out, expected, atol=1e-4)

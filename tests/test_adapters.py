@@ -17,8 +17,19 @@ from hippo_peft.synthetic import make_phantom
 
 PATCH = {"unetr": [48, 64, 48], "swinunetr": [64, 64, 64]}
 METHOD_KW = {"lora": dict(rank=4), "dora": dict(rank=4), "pissa": dict(rank=4), "pdora": dict(rank=4),
-             "hyps": dict(rank=2, bottleneck=2), "lorapt": dict(rank=1), "headonly": {}, "decoderonly": {}}
+             "hyps": dict(rank=2, bottleneck=2), "lorapt": dict(rank=1), "headonly": {}, "decoderonly": {},
+             "cnnonly": {}}
 MATRIX = [(m, a) for a in PATCH for m in A.METHODS]
+ADAPTERS = ("lorapt", "hyps", "pdora", "lora", "dora", "pissa")
+# The papers' setting (our trainers' default): adapter + CNN decoder blocks + head, on top of the library default
+SETTINGS = [(m, a, "none") for m, a in MATRIX] + [(m, a, "decoder_head") for a in PATCH for m in ADAPTERS]
+# Documented in the README (Trainers) and in AdapterConfig.train_extra: what the papers' setting trains besides the
+# adapter, per backbone; the skip encoders (encoder1-4, SwinUNETR's encoder10) stay frozen.
+DECODER_BLOCKS = {"unetr": ("decoder2", "decoder3", "decoder4", "decoder5"),
+                  "swinunetr": ("decoder1", "decoder2", "decoder3", "decoder4", "decoder5")}
+SKIP_ENCODERS = {"unetr": ("encoder1", "encoder2", "encoder3", "encoder4"),
+                 "swinunetr": ("encoder1", "encoder2", "encoder3", "encoder4", "encoder10")}
+TRANSFORMER = {"unetr": "vit", "swinunetr": "swinViT"}
 
 
 def tiny(arch: str, seed: int = 0) -> nn.Module:
@@ -43,14 +54,14 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
-@pytest.mark.parametrize("method,arch", MATRIX)
-def test_exact_start_and_merge(method, arch):
+@pytest.mark.parametrize("method,arch,extra", SETTINGS)
+def test_exact_start_and_merge(method, arch, extra):
     net = tiny(arch).eval()
     x, _ = real_batch(arch, 1)
     base_keys = set(net.state_dict())
     with torch.no_grad():
         y0 = net(x)
-        A.inject(net, A.make_config(method, **METHOD_KW[method]))
+        A.inject(net, config_for(method, extra))
         y1 = net(x)
         # move the adapter away from its start so that merge has something to fold
         for p in A.trainable_parameters(net):
@@ -70,10 +81,17 @@ def test_exact_start_and_merge(method, arch):
     assert all(type(m) in (nn.Linear,) or not isinstance(m, nn.Linear) or method == "hyps" for m in net.modules())
 
 
-@pytest.mark.parametrize("method,arch", MATRIX)
-def test_every_trainable_tensor_learns_and_nothing_else_moves(method, arch):
+def config_for(method: str, extra: str) -> A.AdapterConfig:
+    kw = dict(METHOD_KW[method])
+    if extra != "none":
+        kw["train_extra"] = extra
+    return A.make_config(method, **kw)
+
+
+@pytest.mark.parametrize("method,arch,extra", SETTINGS)
+def test_every_trainable_tensor_learns_and_nothing_else_moves(method, arch, extra):
     net = tiny(arch).train()
-    A.inject(net, A.make_config(method, **METHOD_KW[method]))
+    A.inject(net, config_for(method, extra))
     trainable = {n: p for n, p in net.named_parameters() if p.requires_grad}
     adapter_state = set(A.adapter_state_dict(net))  # trainable + the adapters' own state (HyPS calibration flag)
     frozen = {n: t.detach().clone() for n, t in list(net.named_parameters()) + list(net.named_buffers())
@@ -102,6 +120,8 @@ def closed_form_count(method: str, arch: str, net: nn.Module) -> int:
     if method == "headonly":
         return sum(p.numel() for p in net.out.parameters())
     if method == "decoderonly":
+        return sum(p.numel() for b in DECODER_BLOCKS[arch] + ("out",) for p in getattr(net, b).parameters())
+    if method == "cnnonly":
         enc = net.vit if arch == "unetr" else net.swinViT
         return sum(p.numel() for p in net.parameters()) - sum(p.numel() for p in enc.parameters())
     preset = get_preset(arch, "tiny")
@@ -135,6 +155,34 @@ def test_trainable_count_is_closed_form(method, arch):
     assert report.trainable == expected == sum(p.numel() for p in net.parameters() if p.requires_grad)
     assert report.total == total
     assert f"{report.trainable:,} of {total:,}" in str(report)
+
+
+@pytest.mark.parametrize("arch", PATCH)
+def test_trainers_train_the_documented_sets(arch):
+    """Per backbone, the tensors each kind of trainer trains are exactly the documented ones: the method's own
+    (every parameter the adapter adds) + decoder blocks + head by default, + head only for _Strict, decoder blocks +
+    head for DecoderOnly, every CNN part for CNNOnly, the head for HeadOnly."""
+    from hippo_peft import trainers
+    base_names = {n for n, _ in tiny(arch).named_parameters()}
+    under = lambda names, blocks: {n for n in names if n.split(".")[0] in blocks}  # noqa: E731
+    decoder_head = under(base_names, DECODER_BLOCKS[arch] + ("out",))
+    assert decoder_head and not under(decoder_head, SKIP_ENCODERS[arch])
+    expected_extra = {"": decoder_head, "_Strict": under(base_names, ("out",))}
+    backbone = get_arch(arch).trainer
+    for suffix in ("LoRAPT", "HyPS", "PDoRA", "LoRA", "DoRA", "PiSSA"):
+        for setting, extra in expected_extra.items():
+            trainer = getattr(trainers, f"{backbone}_{suffix}{setting}")
+            net = A.inject(tiny(arch), trainer.adapter_config())
+            names = {n for n, p in net.named_parameters()}
+            trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+            added = names - base_names  # the method's own tensors (frozen base weights became buffers)
+            assert added and added <= trainable, (trainer.__name__, sorted(added - trainable)[:3])
+            assert trainable == added | extra, (trainer.__name__, sorted(trainable ^ (added | extra))[:5])
+    baselines = {"DecoderOnly": decoder_head, "HeadOnly": under(base_names, ("out",)),
+                 "CNNOnly": {n for n in base_names if n.split(".")[0] != TRANSFORMER[arch]}}
+    for suffix, expected in baselines.items():
+        net = A.inject(tiny(arch), getattr(trainers, f"{backbone}_{suffix}").adapter_config())
+        assert {n for n, p in net.named_parameters() if p.requires_grad} == expected, suffix
 
 
 def test_lorapt_paper_count_matches_the_method_notes():

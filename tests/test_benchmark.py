@@ -119,7 +119,8 @@ def test_benchmark_end_to_end_resumes_after_kill(phantoms, tmp_path, nnunet_env)
     target, source = phantoms
     work = tmp_path / "work"
     cmd = [bin_path("hippo-peft"), "benchmark", "--target", str(target), "--source", str(source), "--workdir",
-           str(work), "--preset", "tiny", "--methods", "lorapt", "full", "nnunet", "--shots", "2", "--draws", "1",
+           str(work), "--preset", "tiny", "--methods", "lorapt", "lorapt-strict", "full", "nnunet", "--shots", "2",
+           "--draws", "1",
            "--iterations", "4", "--source-iterations", "4", "--n-test", "2"]
     env = nnunet_env  # the benchmark points nnU-Net's paths into its work folder itself
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -129,7 +130,7 @@ def test_benchmark_end_to_end_resumes_after_kill(phantoms, tmp_path, nnunet_env)
         while not (work / "runs" / "unetr-lorapt-k2-d0.json").is_file():
             assert proc.poll() is None and time.time() < deadline, "the benchmark ended before its first run"
             time.sleep(0.5)
-        while not (work / "logs" / "unetr-full-k2-d0.log").is_file():  # the second run has started
+        while not (work / "logs" / "unetr-lorapt-strict-k2-d0.log").is_file():  # the second run has started
             assert proc.poll() is None and time.time() < deadline
             time.sleep(0.2)
         time.sleep(3)
@@ -142,9 +143,9 @@ def test_benchmark_end_to_end_resumes_after_kill(phantoms, tmp_path, nnunet_env)
 
     done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "resuming: 1 of 3 runs already finished" in done.stdout
+    assert "resuming: 1 of 4 runs already finished" in done.stdout
     records = _records(work)
-    assert set(records) == {"unetr-lorapt-k2-d0", "unetr-full-k2-d0", "nnunet-k2-d0"}
+    assert set(records) == {"unetr-lorapt-k2-d0", "unetr-lorapt-strict-k2-d0", "unetr-full-k2-d0", "nnunet-k2-d0"}
     assert (work / "runs" / "unetr-lorapt-k2-d0.json").stat().st_mtime == first_mtime  # not redone
     assert records["unetr-lorapt-k2-d0"] == first["unetr-lorapt-k2-d0"]
     # the source was pre-trained once: its log holds one training command
@@ -159,8 +160,11 @@ def test_benchmark_end_to_end_resumes_after_kill(phantoms, tmp_path, nnunet_env)
             assert m["dice"] is None or 0 <= m["dice"] <= 1
             assert m["abs_volume_error"] >= 0
         assert r["seconds_per_step"] > 0 and r["peak_memory_mib"] > 100 and r["stored_bytes"] > 0
-    assert records["unetr-lorapt-k2-d0"]["trainable"] < 0.05 * records["unetr-full-k2-d0"]["trainable"]
-    assert records["unetr-lorapt-k2-d0"]["total"] == records["unetr-full-k2-d0"]["total"]  # same base network
+    strict, papers, full = (records[f"unetr-{m}-k2-d0"] for m in ("lorapt-strict", "lorapt", "full"))
+    assert strict["trainer"] == "nnUNetTrainer_UNETR_LoRAPT_Strict_4it" and papers["trainer"].endswith("_LoRAPT_4it")
+    assert strict["trainable"] < 0.05 * full["trainable"]
+    assert strict["trainable"] < papers["trainable"] < full["trainable"]  # the papers' setting adds the decoder
+    assert strict["total"] == papers["total"] == full["total"]  # same base network
     assert records["unetr-lorapt-k2-d0"]["stored_what"] == "adapter file"
     assert (work / "adapters" / "unetr-lorapt-k2-d0" / "adapter.safetensors").is_file()
     assert records["nnunet-k2-d0"]["trainer"] == "nnUNetTrainer_4it" and records["nnunet-k2-d0"]["plans"] == "nnUNetPlans"
@@ -172,12 +176,33 @@ def test_benchmark_end_to_end_resumes_after_kill(phantoms, tmp_path, nnunet_env)
     for name in ("benchmark.md", "runs.csv", "cases.csv", "runs.json", "dice_vs_k.png", "dice_vs_params.png"):
         assert (report / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(report / "runs.csv")))
-    assert len(rows) == 3 and {r["method"] for r in rows} == {"lorapt", "full", "nnunet"}
-    assert len(list(csv.DictReader(open(report / "cases.csv")))) == 3 * 2 * 3  # runs x cases x regions
+    assert len(rows) == 4 and {r["method"] for r in rows} == {"lorapt", "lorapt-strict", "full", "nnunet"}
+    assert len(list(csv.DictReader(open(report / "cases.csv")))) == 4 * 2 * 3  # runs x cases x regions
     table = (report / "benchmark.md").read_text()
     assert "nnU-Net from scratch" in table and "LoRA-PT (unetr)" in table and "Dice k=2" in table
+    assert "LoRA-PT strict (unetr)" in table
 
     # settings changed in the same folder: refused, nothing touched
     changed = subprocess.run(cmd[:-1] + ["3"], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert changed.returncode == 2 and "other settings (test_cases" in changed.stderr
     assert _records(work) == records
+
+
+def test_work_folder_from_before_the_papers_setting_is_refused(phantoms, tmp_path):
+    """A benchmark folder made before hippo_peft 0.2 (no settings version) holds runs whose methods trained other
+    tensors: resuming into it is refused, nothing in it is touched."""
+    from dataclasses import asdict
+
+    from hippo_peft.benchmark import Workdir
+    target, source = phantoms
+    s = resolve_settings(str(target), str(source), methods=["lorapt"], shots=[2], draws=1, n_test=2)
+    old = {k: v for k, v in asdict(s).items() if k != "settings_version"}
+    work = tmp_path / "old"
+    work.mkdir()
+    (work / "benchmark.json").write_text(json.dumps(old))
+    with pytest.raises(BenchmarkError, match="settings version 1.*Start a new --workdir"):
+        Workdir(work).open(s)
+    assert sorted(p.name for p in work.iterdir()) == ["benchmark.json"]
+    assert json.loads((work / "benchmark.json").read_text()) == old
+    with pytest.raises(BenchmarkError, match="Unknown method"):
+        resolve_settings(str(target), str(source), methods=["lorapt-strictly"], shots=[2], draws=1, n_test=2)

@@ -13,7 +13,9 @@ def test_demo_transfer_workflow(tmp_path, nnunet_env, monkeypatch):
     result = run_demo(workdir=str(work), preset="tiny", n_source=4, n_train=4, n_test=2)
     assert set(result["dice"]) == {"Anterior", "Posterior", "Anterior+Posterior"}
     assert result["method"] == "lorapt" and result["trainer"] == "nnUNetTrainer_UNETR_LoRAPT_short"
-    assert 0 < result["trainable"]["trainable"] < 0.05 * result["trainable"]["total"]
+    # the papers' setting: adapter + CNN decoder blocks + head (~22 % of the tiny UNETR, whose decoder is large
+    # next to its 4-layer transformer)
+    assert 0 < result["trainable"]["trainable"] < 0.3 * result["trainable"]["total"]
     assert all(0.0 <= v <= 1.0 for v in result["dice"].values())
     assert json.loads((work / "demo_results.json").read_text())["dice"] == result["dice"]
 

@@ -105,5 +105,14 @@ def test_warmup_poly_schedule():
     assert all(a < b for a, b in zip(lrs[:5], lrs[1:6]))  # rises during warm-up
     assert math.isclose(lrs[5], 1e-3) and all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
     assert lrs[-1] < 1e-4
+    # parameter groups (adapter / decoder+head): the same curve, each at its own ratio to the first group's rate
+    opt = torch.optim.AdamW([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 2e-3},
+                             {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 5e-4}])
+    sched = WarmupPolyLRScheduler(opt, 2e-3, max_steps=100, warmup_steps=5)
+    for epoch in (0, 3, 5, 50, 99):
+        sched.step(epoch)
+        a, b = (g["lr"] for g in opt.param_groups)
+        assert math.isclose(a, sched.lr_at(epoch)) and math.isclose(b, a / 4)
+    assert math.isclose(opt.param_groups[1]["lr"], 5e-4 * sched.factor_at(99))
     with pytest.raises(ValueError):
         WarmupPolyLRScheduler(opt, 1e-3, max_steps=5, warmup_steps=5)

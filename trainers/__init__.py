@@ -5,7 +5,7 @@ nnU-Net finds them through the shim in ``hippo_peft/nnunet_ext`` (``hippo-peft e
 """
 from hippo_peft.trainers import nnUNetTrainer_SwinUNETR_adapters as _swin_adapters
 from hippo_peft.trainers import nnUNetTrainer_UNETR_adapters as _unetr_adapters
-from hippo_peft.trainers.adapted import nnUNetTrainer_AdapterBase  # noqa: F401
+from hippo_peft.trainers.adapted import nnUNetTrainer_AdapterBase, trainer_for_config  # noqa: F401
 from hippo_peft.trainers.base import Schedule, nnUNetTrainer_TransformerBase  # noqa: F401
 from hippo_peft.trainers.nnUNetTrainer_SwinUNETR import (nnUNetTrainer_SwinUNETR, nnUNetTrainer_SwinUNETR_short,
                                                          nnUNetTrainer_SwinUNETR_smoke)
@@ -14,8 +14,10 @@ from hippo_peft.trainers.nnUNetTrainer_UNETR import (nnUNetTrainer_UNETR, nnUNet
 
 ADAPTER_TRAINERS = _unetr_adapters.TRAINERS + _swin_adapters.TRAINERS
 # method name (hippo_peft.adapters.METHODS, plus "full") -> trainer class suffix
-METHOD_SUFFIX = {"lorapt": "LoRAPT", "hyps": "HyPS", "pdora": "PDoRA", "lora": "LoRA", "dora": "DoRA", "pissa": "PiSSA",
-                 "headonly": "HeadOnly", "decoderonly": "DecoderOnly", "full": ""}
+ADAPTER_SUFFIX = {"lorapt": "LoRAPT", "hyps": "HyPS", "pdora": "PDoRA", "lora": "LoRA", "dora": "DoRA", "pissa": "PiSSA"}
+STRICT = "-strict"  # "lorapt-strict": the adapter + head only (nnUNetTrainer_<backbone>_LoRAPT_Strict)
+METHOD_SUFFIX = {**ADAPTER_SUFFIX, **{m + STRICT: f"{s}_Strict" for m, s in ADAPTER_SUFFIX.items()},
+                 "headonly": "HeadOnly", "decoderonly": "DecoderOnly", "cnnonly": "CNNOnly", "full": ""}
 
 
 def trainer_name(arch: str, method: str, schedule: str = "") -> str:

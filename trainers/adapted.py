@@ -16,15 +16,26 @@ from hippo_peft.weights import load_pretrained
 
 
 
+BASELINES = ("headonly", "decoderonly", "cnnonly")  # nothing injected: their config fixes what trains
+
+
 class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
-    """Abstract: subclasses set ``arch`` and ``method`` (and optionally ``method_options``)."""
+    """Abstract: subclasses set ``arch`` and ``method`` (and optionally ``method_options``).
+
+    What trains (``train_extra``, see :class:`hippo_peft.adapters.AdapterConfig`): by default the papers' setting,
+    the method's tensors plus the CNN decoder blocks and the head ('decoder_head'); the ``_Strict`` trainers keep
+    the decoder frozen ('head'). Two AdamW groups, each with its own rate and weight decay and the same warm-up +
+    poly curve: ``adapter`` (``initial_lr_default``, ``weight_decay_default``) and ``decoder+head``
+    (``decoder_lr_default``, ``decoder_weight_decay_default``).
+    """
 
     method: str | None = None
     method_options: dict = {}
-    # A new task usually brings a new head (another class count): our trainers train it with the adapter, as the
-    # LoRA-PT paper does. The library's configs default to adapter-only (train_extra='none').
-    train_extra = "head"
+    train_extra = "decoder_head"
     initial_lr_default = 1e-3  # the reference codes of LoRA-PT and HyPS; PDoRA uses 2e-3
+    # The papers train decoder and adapter with one optimizer, so the decoder's defaults equal the method's rates.
+    decoder_lr_default = 1e-3
+    decoder_weight_decay_default = 1e-5
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -37,9 +48,22 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
     @classmethod
     def adapter_config(cls) -> adapters.AdapterConfig:
         options = dict(cls.method_options)
-        if cls.method not in ("headonly", "decoderonly"):
+        if cls.method not in BASELINES:
             options.setdefault("train_extra", cls.train_extra)
         return adapters.make_config(cls.method, **options)
+
+    def parameter_groups(self) -> list[dict]:
+        from hippo_peft.adapters.model import is_extra
+        from hippo_peft.adapters.targets import backbone_of
+        net, extra = self.plain_network, self.adapter_config().train_extra
+        backbone = backbone_of(net)
+        adapter, decoder = [], []
+        for name, param in net.named_parameters():
+            if param.requires_grad:
+                (decoder if is_extra(name, backbone, extra) else adapter).append(param)
+        return [{"name": "adapter", "params": adapter, "lr": self.initial_lr, "weight_decay": self.weight_decay},
+                {"name": "decoder+head", "params": decoder, "lr": self.decoder_lr_default,
+                 "weight_decay": self.decoder_weight_decay_default}]
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
@@ -50,6 +74,14 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
         network = super().build_network_architecture(plans_manager, configuration_manager, num_input_channels,
                                                      num_output_channels, enable_deep_supervision)
         return adapters.inject(network, cls.adapter_config())
+
+    @classmethod
+    def core_name(cls) -> str:
+        """The written-out trainer this class is or derives a schedule from (``nnUNetTrainer_UNETR_LoRAPT``)."""
+        for klass in cls.__mro__:
+            if "schedule_of" not in klass.__dict__ and "budget_iterations" not in klass.__dict__:
+                return klass.__name__
+        return cls.__name__
 
     def initialize(self):
         super().initialize()
@@ -87,6 +119,8 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
             # nnU-Net writes the checkpoint dict itself; add what was trained, for humans and for our tools
             checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
             checkpoint[CHECKPOINT_KEY] = {"method": self.method, "config": self.adapter_config().to_dict(),
+                                          "optimizer_groups": [g["name"] for g in self.parameter_groups()
+                                                               if g["params"]],
                                           "trainable": adapters.trainable_report(self.plain_network).to_dict(),
                                           "pretrained_weights_loaded": self.pretrained_loaded,
                                           "base_fingerprint": self.base_fingerprint}
@@ -96,14 +130,63 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):
             checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        recorded = checkpoint.get(CHECKPOINT_KEY, {}).get("config")
+        record = checkpoint.get(CHECKPOINT_KEY, {})
+        recorded = record.get("config")
         if recorded is not None and recorded != self.adapter_config().to_dict():
-            raise RuntimeError(f"This checkpoint was trained with adapter {recorded}, but {type(self).__name__} "
-                               f"uses {self.adapter_config().to_dict()}. Continue it with the trainer that wrote it.")
-        self.pretrained_loaded = checkpoint.get(CHECKPOINT_KEY, {}).get("pretrained_weights_loaded", True)
-        self.base_fingerprint = checkpoint.get(CHECKPOINT_KEY, {}).get("base_fingerprint")
-        # nnU-Net's load_checkpoint only handles a file name correctly
-        return super().load_checkpoint(filename_or_checkpoint)
+            fits = trainer_for_config(self.arch, recorded)
+            if fits:
+                fits += schedule_suffix(type(self))
+                folder = self.output_folder_base.replace(f"{type(self).__name__}__", f"{fits}__")
+                hint = (f"To continue it with the trainer of that setting, move {self.output_folder_base} to "
+                        f"{folder} and run nnUNetv2_train with -tr {fits} --c")
+            else:
+                hint = "Continue it with the trainer that wrote it"
+            before = (" Checkpoints written before hippo_peft 0.2 trained the adapter with the head only; since "
+                      "0.2 the default trainers also train the CNN decoder (the papers' setting)."
+                      if recorded.get("train_extra") != self.adapter_config().train_extra else "")
+            raise RuntimeError(f"This checkpoint ({checkpoint.get('trainer_name')}) was trained with adapter "
+                               f"{recorded}, but {type(self).__name__} uses {self.adapter_config().to_dict()}.{before} "
+                               f"{hint}, or start a new training.")
+        self.pretrained_loaded = record.get("pretrained_weights_loaded", True)
+        self.base_fingerprint = record.get("base_fingerprint")
+        if not self.was_initialized:
+            self.initialize()
+        old_groups = len(checkpoint["optimizer_state"]["param_groups"])
+        if old_groups != len(self.optimizer.param_groups):
+            if old_groups != 1 or "optimizer_groups" in record:
+                raise RuntimeError(f"{checkpoint.get('trainer_name')}'s optimizer has {old_groups} parameter groups, "
+                                   f"{type(self).__name__}'s has {len(self.optimizer.param_groups)}; continue it "
+                                   f"with the trainer that wrote it.")
+            # Written before hippo_peft 0.2 (one group): give each tensor's Adam state to its group now.
+            self.print_to_log_file("hippo_peft: optimizer state of a one-group checkpoint split into the groups "
+                                   + ", ".join(g["name"] for g in self.optimizer.param_groups))
+            original = self.optimizer.load_state_dict
+            self.optimizer.load_state_dict = lambda state: original(self._regroup_optimizer_state(state))
+        try:
+            # nnU-Net's load_checkpoint only handles a file name correctly
+            return super().load_checkpoint(filename_or_checkpoint)
+        finally:
+            self.optimizer.__dict__.pop("load_state_dict", None)
+
+    def _regroup_optimizer_state(self, state: dict) -> dict:
+        """A one-group optimizer state (tensors in ``network.parameters()`` order) in our group layout."""
+        order = {id(p): i for i, p in enumerate(p for p in self.network.parameters() if p.requires_grad)}
+        ours = self.optimizer.state_dict()
+        if len(state["param_groups"][0]["params"]) != len(order):
+            raise RuntimeError("the checkpoint's optimizer holds another number of tensors than this trainer "
+                               "trains; continue it with the trainer that wrote it.")
+        new_state, new_groups, j = {}, [], 0
+        for group, our_group in zip(self.optimizer.param_groups, ours["param_groups"]):
+            indices = []
+            for p in group["params"]:
+                if order[id(p)] in state["state"]:
+                    new_state[j] = state["state"][order[id(p)]]
+                indices.append(j)
+                j += 1
+            new_groups.append({**state["param_groups"][0], **{k: our_group[k] for k in
+                                                              ("lr", "initial_lr", "weight_decay", "name")
+                                                              if k in our_group}, "params": indices})
+        return {"state": new_state, "param_groups": new_groups}
 
 
 # One mixin per method: its settings live here once; the backbone files combine them with a backbone.
@@ -115,14 +198,14 @@ class LoRAPT:
 class HyPS:
     """HyPS: rank-2 principal parallel branch + width-2 serial adapters on every transformer linear (wd 2e-5)."""
     method = "hyps"
-    weight_decay_default = 2e-5
+    weight_decay_default = decoder_weight_decay_default = 2e-5
 
 
 class PDoRA:
     """PDoRA: rank-8 principal MLP weights as magnitude x direction (reference lr 2e-3, wd 6e-5)."""
     method = "pdora"
-    initial_lr_default = 2e-3
-    weight_decay_default = 6e-5
+    initial_lr_default = decoder_lr_default = 2e-3
+    weight_decay_default = decoder_weight_decay_default = 6e-5
 
 
 class LoRA:
@@ -146,8 +229,36 @@ class HeadOnly:
 
 
 class DecoderOnly:
-    """Everything outside the transformer encoder trains (CNN skip encoders, decoder, head)."""
+    """Exactly the decoder set of the default adapter trainers trains (CNN decoder blocks + head), no adapter:
+    against it, 'adapter + decoder' measures what the adapter adds."""
     method = "decoderonly"
+
+
+class CNNOnly:
+    """Every CNN part trains (skip encoders, decoder blocks, head); the transformer stays frozen. What DecoderOnly
+    trained before hippo_peft 0.2."""
+    method = "cnnonly"
+
+
+class Strict:
+    """Strict setting: only the method's tensors and the head train, the CNN decoder stays frozen, so every change
+    must pass through the transformer (the default before hippo_peft 0.2)."""
+    train_extra = "head"
+
+
+def trainer_for_config(arch: str, config: dict) -> str | None:
+    """The name of our written-out trainer for ``arch`` whose adapter config is ``config`` (None if none is)."""
+    from hippo_peft import trainers
+    for name in trainers.ADAPTER_TRAINERS:
+        cls = getattr(trainers, name)
+        if cls.arch == arch and name == cls.core_name() and cls.adapter_config().to_dict() == config:
+            return name
+    return None
+
+
+def schedule_suffix(cls: type) -> str:
+    """``_short``, ``_smoke``, ``_500it`` or '' : what ``cls``'s name adds to its written-out trainer's."""
+    return cls.__name__[len(cls.core_name()):]
 
 
 def schedule_variants(namespace: dict, cls: type) -> list[str]:
@@ -156,11 +267,12 @@ def schedule_variants(namespace: dict, cls: type) -> list[str]:
     for suffix, schedule, doc in (("short", SHORT, "20 epochs x 25 iterations: CPU checks and demos."),
                                   ("smoke", SMOKE, "2 epochs x 2 iterations: does the plumbing work?")):
         name = f"{cls.__name__}_{suffix}"
-        namespace[name] = type(name, (cls,), {"schedule": schedule, "__doc__": doc,
+        namespace[name] = type(name, (cls,), {"schedule": schedule, "__doc__": doc, "schedule_of": cls.__name__,
                                                "__module__": namespace["__name__"], "__qualname__": name})
         names.append(name)
     return names
 
 
 __all__ = ["nnUNetTrainer_AdapterBase", "schedule_variants", "Schedule", "CHECKPOINT_KEY", "LoRAPT", "HyPS", "PDoRA",
-           "LoRA", "DoRA", "PiSSA", "HeadOnly", "DecoderOnly"]
+           "LoRA", "DoRA", "PiSSA", "HeadOnly", "DecoderOnly", "CNNOnly", "Strict", "BASELINES", "trainer_for_config",
+           "schedule_suffix"]

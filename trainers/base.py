@@ -83,10 +83,21 @@ class nnUNetTrainer_TransformerBase(nnUNetTrainer):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.network.parameters() if p.requires_grad]
 
+    def parameter_groups(self) -> list[dict]:
+        """AdamW parameter groups, each with its own ``lr`` and ``weight_decay`` (and a ``name`` for the log).
+        Full training: one group of every trainable tensor."""
+        return [{"name": "all", "params": self.trainable_parameters(), "lr": self.initial_lr,
+                 "weight_decay": self.weight_decay}]
+
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        groups = [g for g in self.parameter_groups() if g["params"]]
+        optimizer = torch.optim.AdamW(groups, lr=self.initial_lr, weight_decay=self.weight_decay)
+        self.print_to_log_file("hippo_peft optimizer groups: " + "; ".join(
+            f"{g['name']}: {sum(p.numel() for p in g['params']):,} parameters, lr {g['lr']:g}, weight decay "
+            f"{g['weight_decay']:g}" for g in groups))
         warmup = int(round(self.warmup_fraction * self.num_epochs))
-        return optimizer, WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, warmup)
+        # warm-up + poly on every group, each from its own start rate
+        return optimizer, WarmupPolyLRScheduler(optimizer, groups[0]["lr"], self.num_epochs, warmup)
 
     def initialize(self):
         super().initialize()

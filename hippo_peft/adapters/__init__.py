@@ -1,5 +1,5 @@
 """Parameter-efficient adaptation of MONAI UNETR / SwinUNETR: LoRA-PT, HyPS, PDoRA and the LoRA, DoRA, PiSSA,
-head-only and decoder-only baselines, on one low-rank core (:mod:`.core`).
+head-only, decoder-only and CNN-only baselines, on one low-rank core (:mod:`.core`).
 
     config = make_config("lorapt", rank=1)
     inject(net, config)           # after loading the pre-trained weights
@@ -7,7 +7,7 @@ head-only and decoder-only baselines, on one low-rank core (:mod:`.core`).
     merge(net)                    # back to plain nn.Linear weights
 """
 from hippo_peft.adapters import dora, hyps, lora, lorapt, pdora  # noqa: F401  (register the methods)
-from hippo_peft.adapters.config import (CONFIGS, AdapterConfig, DecoderOnlyConfig, DoRAConfig, HeadOnlyConfig,
+from hippo_peft.adapters.config import (CONFIGS, TRAIN_EXTRA, AdapterConfig, CNNOnlyConfig, DecoderOnlyConfig, DoRAConfig, HeadOnlyConfig,
                                         HyPSConfig, LoRAConfig, LoRAPTConfig, PDoRAConfig, PiSSAConfig,
                                         config_from_dict, make_config)
 from hippo_peft.adapters.model import (TrainableReport, adapter_config, adapter_state_dict, base_fingerprint,
@@ -17,6 +17,6 @@ from hippo_peft.adapters.model import (TrainableReport, adapter_config, adapter_
 METHODS = tuple(CONFIGS)
 
 __all__ = ["METHODS", "CONFIGS", "AdapterConfig", "LoRAConfig", "DoRAConfig", "PiSSAConfig", "PDoRAConfig",
-           "HyPSConfig", "LoRAPTConfig", "HeadOnlyConfig", "DecoderOnlyConfig", "make_config", "config_from_dict",
+           "HyPSConfig", "LoRAPTConfig", "HeadOnlyConfig", "DecoderOnlyConfig", "CNNOnlyConfig", "TRAIN_EXTRA", "make_config", "config_from_dict",
            "inject", "merge", "trainable_report", "trainable_parameters", "adapter_state_dict",
            "load_adapter_state_dict", "adapter_config", "TrainableReport", "base_fingerprint", "injected_fingerprint"]

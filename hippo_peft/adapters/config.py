@@ -9,7 +9,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar, Dict, Type
 
-TRAIN_EXTRA = ("none", "head", "decoder")
+TRAIN_EXTRA = ("none", "head", "decoder_head", "decoder")
 NORM_AXES = ("output", "input")
 TARGET_GROUPS = ("all", "attn", "mlp")
 
@@ -33,8 +33,10 @@ class AdapterConfig:
         "Which linears of the transformer encoder to adapt: 'all' (attention qkv + projection and both MLP "
         "linears), 'attn', 'mlp', or a regular expression matched against full nn.Linear names.", "all")
     train_extra: str = _help(
-        "Non-adapter parts that also train: 'none', 'head' (the output convolution) or 'decoder' (every "
-        "parameter outside the transformer encoder: the CNN encoders on the skips, the decoder and the head).", "none")
+        "Non-adapter parts that also train: 'none'; 'head' (the output convolution `out`); 'decoder_head' (the "
+        "papers' setting: the CNN decoder blocks -- UNETR decoder2-5, SwinUNETR decoder1-5 -- and the head, while "
+        "the CNN skip encoders encoder1-4 and SwinUNETR's encoder10 stay frozen); or 'decoder' (every parameter "
+        "outside the transformer encoder: the skip encoders too).", "none")
 
     def __post_init__(self):
         self.validate()
@@ -159,19 +161,43 @@ class HeadOnlyConfig(AdapterConfig):
 
 @dataclass
 class DecoderOnlyConfig(AdapterConfig):
-    """Baseline: nothing injected; everything outside the transformer encoder trains."""
+    """Baseline: nothing injected; exactly the parts the papers' setting trains besides the adapter (the CNN decoder
+    blocks and the head), so 'adapter + decoder' against 'decoder only' measures the adapter alone."""
 
     method: ClassVar[str] = "decoderonly"
-    train_extra: str = _help("Fixed to 'decoder' for this baseline.", "decoder")
+    train_extra: str = _help("Fixed to 'decoder_head' for this baseline.", "decoder_head")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.train_extra == "decoder":
+            raise ValueError("decoderonly trains the decoder blocks and the head (train_extra 'decoder_head') since "
+                             "hippo_peft 0.2; a decoderonly file or checkpoint with train_extra 'decoder' (all CNN "
+                             "parts, skip encoders included) was written before: it is the 'cnnonly' baseline "
+                             "(nnUNetTrainer_<UNETR|SwinUNETR>_CNNOnly).")
+        if self.train_extra != "decoder_head":
+            raise ValueError("decoderonly trains exactly the decoder blocks and the head; use headonly for the head "
+                             "alone or cnnonly for every CNN part.")
+
+
+@dataclass
+class CNNOnlyConfig(AdapterConfig):
+    """Baseline: nothing injected; every parameter outside the transformer encoder trains (CNN skip encoders,
+    decoder blocks, head). What 'decoderonly' trained before hippo_peft 0.2."""
+
+    method: ClassVar[str] = "cnnonly"
+    train_extra: str = _help("Fixed to 'decoder' (everything outside the transformer encoder) for this baseline.",
+                             "decoder")
 
     def validate(self) -> None:
         super().validate()
         if self.train_extra != "decoder":
-            raise ValueError("decoderonly trains exactly the decoder (and head); use headonly for the head alone.")
+            raise ValueError("cnnonly trains every CNN part (train_extra 'decoder'); use decoderonly for the decoder "
+                             "blocks and the head only.")
 
 
 CONFIGS: Dict[str, Type[AdapterConfig]] = {c.method: c for c in (
-    LoRAConfig, DoRAConfig, PiSSAConfig, PDoRAConfig, HyPSConfig, LoRAPTConfig, HeadOnlyConfig, DecoderOnlyConfig)}
+    LoRAConfig, DoRAConfig, PiSSAConfig, PDoRAConfig, HyPSConfig, LoRAPTConfig, HeadOnlyConfig, DecoderOnlyConfig,
+    CNNOnlyConfig)}
 
 
 def make_config(method: str, **kwargs) -> AdapterConfig:

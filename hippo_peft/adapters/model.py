@@ -11,21 +11,28 @@ from hippo_peft.adapters.config import AdapterConfig
 from hippo_peft.adapters.core import AdaptedLinear
 from hippo_peft.adapters.lorapt import GROUPS_ATTR, PrincipalTensor, TensorSliceLinear, remove_lorapt
 from hippo_peft.adapters.registry import INJECTORS, LAYERS, register_injector
-from hippo_peft.adapters.targets import backbone_of, find_targets
+from hippo_peft.adapters.targets import Backbone, backbone_of, find_targets
 
 CONFIG_ATTR = "hippo_peft_adapter"
 BASE_COUNT_ATTR = "hippo_peft_base_parameters"
 FINGERPRINT_ATTR = "hippo_peft_base_fingerprint"
 
 
+def is_extra(name: str, backbone: Backbone, train_extra: str) -> bool:
+    """Whether the parameter / state-dict key ``name`` belongs to the non-adapter parts ``train_extra`` trains."""
+    if train_extra == "head":
+        return name.startswith(backbone.head_prefix)
+    if train_extra == "decoder_head":
+        return name.startswith((backbone.head_prefix, *backbone.decoder_prefixes))
+    if train_extra == "decoder":
+        return not name.startswith((backbone.encoder_prefix, GROUPS_ATTR + "."))
+    return False
+
+
 def extra_keys(model: nn.Module, config: AdapterConfig) -> List[str]:
     """State-dict keys of the non-adapter parts that ``config.train_extra`` trains (head / decoder)."""
     backbone = backbone_of(model)
-    if config.train_extra == "head":
-        return [k for k in model.state_dict() if k.startswith(backbone.head_prefix)]
-    if config.train_extra == "decoder":
-        return [k for k in model.state_dict() if not k.startswith(backbone.encoder_prefix)]
-    return []
+    return [k for k in model.state_dict() if is_extra(k, backbone, config.train_extra)]
 
 
 @torch.no_grad()
@@ -94,12 +101,9 @@ def inject(model: nn.Module, config: AdapterConfig) -> nn.Module:
         if isinstance(module, (AdaptedLinear, PrincipalTensor)):
             for pname in module.trainable_names:
                 module.get_parameter(pname).requires_grad_(True)
-    if config.train_extra == "head":
-        model.get_submodule(backbone.head_prefix.rstrip(".")).requires_grad_(True)
-    elif config.train_extra == "decoder":
-        for name, param in model.named_parameters():
-            if not name.startswith(backbone.encoder_prefix) and not name.startswith(GROUPS_ATTR + "."):
-                param.requires_grad_(True)
+    for name, param in model.named_parameters():
+        if is_extra(name, backbone, config.train_extra):
+            param.requires_grad_(True)
     object.__setattr__(model, CONFIG_ATTR, config)
     object.__setattr__(model, BASE_COUNT_ATTR, base_count)
     object.__setattr__(model, FINGERPRINT_ATTR, fingerprint)
@@ -109,6 +113,7 @@ def inject(model: nn.Module, config: AdapterConfig) -> nn.Module:
 # The baselines inject nothing: only what config.train_extra unfreezes trains.
 register_injector("headonly", lambda model, config: None)
 register_injector("decoderonly", lambda model, config: None)
+register_injector("cnnonly", lambda model, config: None)
 
 
 def adapter_config(model: nn.Module) -> AdapterConfig | None:

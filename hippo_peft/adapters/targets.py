@@ -15,15 +15,19 @@ class Backbone:
     name: str
     encoder_prefix: str  # parameters under it form the transformer encoder; everything else is "decoder"
     head_prefix: str
+    # The CNN decoder blocks the papers train with the adapter ('decoder_head'); the CNN skip encoders (encoder1-4,
+    # SwinUNETR's encoder10) are the rest outside the transformer and stay frozen there.
+    decoder_prefixes: Tuple[str, ...]
     groups: Dict[str, str]  # target group -> regex over nn.Linear names
     downsample: str | None = None  # optional extra targets (SwinUNETR patch merging)
 
 
 BACKBONES: Dict[str, Backbone] = {
-    "UNETR": Backbone("unetr", "vit.", "out.", {
+    "UNETR": Backbone("unetr", "vit.", "out.", ("decoder2.", "decoder3.", "decoder4.", "decoder5."), {
         "attn": r"vit\.blocks\.\d+\.attn\.(qkv|out_proj)",
         "mlp": r"vit\.blocks\.\d+\.mlp\.linear[12]"}),
-    "SwinUNETR": Backbone("swinunetr", "swinViT.", "out.", {
+    "SwinUNETR": Backbone("swinunetr", "swinViT.", "out.",
+                          ("decoder1.", "decoder2.", "decoder3.", "decoder4.", "decoder5."), {
         "attn": r"swinViT\.layers\d+\.\d+\.blocks\.\d+\.attn\.(qkv|proj)",
         "mlp": r"swinViT\.layers\d+\.\d+\.blocks\.\d+\.mlp\.linear[12]"},
         downsample=r"swinViT\.layers\d+\.\d+\.downsample\.reduction"),
