@@ -5,7 +5,7 @@ Layout: the library lives here; ``trainers/`` and ``planners/`` of the source tr
 """
 import os as _os
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Imported from a source checkout (Python started in the repo root), this folder shadows the installed package and
 # the mapped subpackages would be missing: let `hippo_peft.trainers` / `.planners` resolve to the folders beside it.

@@ -63,13 +63,14 @@ def load_trained(fold_dir: Path):
         raise ValueError(f"{fold_dir} was trained with {name}, not a hippo_peft adapter trainer "
                          f"(nnUNetTrainer_UNETR_LoRAPT, ...); there is no adapter to export or merge.")
     recorded = checkpoint.get(CHECKPOINT_KEY, {}).get("config")
-    if recorded is not None and recorded != trainer.adapter_config().to_dict():
-        # e.g. written before hippo_peft 0.2 by a trainer whose setting is now the _Strict one's
+    if recorded is not None and adapters.config_from_dict(recorded).to_dict() != trainer.adapter_config().to_dict():
+        # written before hippo_peft 0.2 by a trainer whose setting is now the _Strict one's (or CNNOnly's)
         fits = trainers.trainer_for_config(trainer.arch, recorded)
         if fits is None:
             raise AdapterMismatchError(f"{fold_dir} was trained with adapter {recorded}, which no hippo_peft trainer "
                                        f"uses now ({name} uses {trainer.adapter_config().to_dict()}).")
-        trainer = getattr(trainers, fits)
+        suffix = trainers.schedule_suffix(trainer)
+        trainer = getattr(trainers, fits + suffix, None) or getattr(trainers, fits)
     model_dir = fold_dir.parent
     plans = json.loads((model_dir / "plans.json").read_text())
     dataset_json = json.loads((model_dir / "dataset.json").read_text())
@@ -164,9 +165,13 @@ def apply_adapter(adapter_dir: str | Path, base_weights: str | Path, plans_file:
             f"checkpoint given to -pretrained_weights when it was trained. Nothing was written.")
     adapters.inject(net, config_obj)
     adapters.load_adapter_state_dict(net, load_file(str(adapter_dir / ADAPTER_FILE)))
-    from hippo_peft.trainers import trainer_for_config
+    from hippo_peft import trainers
     # the trainer with the file's setting (a file written before hippo_peft 0.2 by _LoRAPT fits _LoRAPT_Strict now)
-    trainer_name = trainer_for_config(meta["arch"], meta["config"]) or meta["trainer"]
+    trainer_name = meta["trainer"]
+    recorded_cls = getattr(trainers, trainer_name, None)
+    fits = trainers.trainer_for_config(meta["arch"], meta["config"])
+    if fits and recorded_cls is not None and recorded_cls.core_name() != fits:
+        trainer_name = fits + trainers.schedule_suffix(recorded_cls)
     if merge:
         trainer_name = _merge_or_refuse(net, meta["method"], meta["arch"])
     dataset_json = json.loads((plans_file.parent / "dataset.json").read_text())

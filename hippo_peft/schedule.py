@@ -34,7 +34,8 @@ class WarmupPolyLRScheduler(_LRScheduler):
         if current_step is None or current_step == -1:
             current_step = self.ctr
             self.ctr += 1
-        lr, first = self.lr_at(current_step), self.optimizer.param_groups[0]["initial_lr"]
+        factor, first = self.factor_at(current_step), self.optimizer.param_groups[0]["initial_lr"]
+        scale = self.initial_lr / first if first else 1.0
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * group["initial_lr"] / first
+            group["lr"] = factor * group["initial_lr"] * scale
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]

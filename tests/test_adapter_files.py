@@ -128,3 +128,18 @@ def test_files_from_before_the_papers_setting_are_read_as_strict(tmp_path, monke
     merged = merge_model(model, tmp_path / "merged")
     out, cls, _ = logits(merged, x)
     assert cls.__name__ == "UNETR" and torch.allclose(out, expected, atol=1e-4)
+    # an adapter file as 0.1 wrote it names the trainer of that time: applied under the _Strict trainer
+    meta_file = tmp_path / "adapter" / "adapter_config.json"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "trainer": "nnUNetTrainer_UNETR_LoRAPT"}))
+    applied = apply_adapter(tmp_path / "adapter", tmp_path / "base.pth", model / "plans.json", tmp_path / "applied01")
+    out, _, trainer = logits(applied.parent.parent, x)
+    assert trainer == "nnUNetTrainer_UNETR_LoRAPT_Strict" and torch.allclose(out, expected, atol=1e-5)
+
+
+def test_decoderonly_of_before_0_2_is_the_cnnonly_baseline():
+    from hippo_peft.trainers import trainer_for_config
+    old = {"method": "decoderonly", "rank": 8, "targets": "all", "train_extra": "decoder"}
+    assert A.config_from_dict(old) == A.make_config("cnnonly")
+    assert trainer_for_config("swinunetr", old) == "nnUNetTrainer_SwinUNETR_CNNOnly"
+    with pytest.raises(ValueError, match="cnnonly"):
+        A.make_config("decoderonly", train_extra="decoder")

@@ -48,6 +48,9 @@ def test_kill_and_continue_keeps_adapter_and_optimizer_state(nnunet_env, tmp_pat
     run(cmd + ["--c"], env, cwd)
     final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert final["current_epoch"] == 2
+    # the resumed run keeps the record of the weights the adapter was decomposed from (apply-adapter checks it)
+    assert final["hippo_peft_adapter"]["base_fingerprint"] == latest["hippo_peft_adapter"]["base_fingerprint"]
+    assert final["hippo_peft_adapter"]["optimizer_groups"] == ["adapter", "decoder+head"]
     steps = {int(s["step"]) for s in final["optimizer_state"]["state"].values()}
     assert steps == {4}, f"optimizer steps {steps}: the resumed run did not continue the optimizer state"
     # U, S, V of the three stacked tensors in the adapter group; the decoder blocks + head in their own group
@@ -131,3 +134,33 @@ def test_checkpoint_from_before_the_papers_setting_is_refused_and_continues_as_s
     steps = {int(s["step"]) for s in final["optimizer_state"]["state"].values()}
     assert steps == {6}, f"optimizer steps {steps}: the old one-group optimizer state was not continued"
     assert [g["name"] for g in final["optimizer_state"]["param_groups"]] == ["adapter", "decoder+head"]
+
+
+def test_one_group_optimizer_state_is_regrouped_tensor_by_tensor():
+    """Each tensor's Adam state goes to that tensor in the two-group layout, also when some have no state yet."""
+    from types import SimpleNamespace
+
+    from hippo_peft.trainers import nnUNetTrainer_UNETR_LoRAPT
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3), torch.nn.Linear(3, 2))
+    net[1].bias.requires_grad_(False)
+    trainable = [p for p in net.parameters() if p.requires_grad]  # 0.w 0.b 1.w 2.w 2.b: the old group's order
+    old = torch.optim.AdamW(trainable, lr=1e-3)
+    old_state = old.state_dict()
+    # same-shaped tensors (0.weight, 1.weight) get different markers; 2.bias never had a step
+    old_state["state"] = {i: {"step": torch.tensor(float(10 + i)), "exp_avg": torch.full_like(p, float(i)),
+                              "exp_avg_sq": torch.full_like(p, float(i))}
+                          for i, p in enumerate(trainable) if i != 4}
+    adapter, decoder = [net[1].weight, net[0].weight], [net[2].weight, net[2].bias, net[0].bias]
+    new = torch.optim.AdamW([{"params": adapter, "lr": 1e-3, "name": "adapter"},
+                             {"params": decoder, "lr": 5e-4, "name": "decoder+head"}])
+    trainer = SimpleNamespace(network=net, optimizer=new)
+    regrouped = nnUNetTrainer_UNETR_LoRAPT._regroup_optimizer_state(trainer, old_state)
+    new.load_state_dict(regrouped)
+    for p in adapter + decoder:
+        i = next(i for i, q in enumerate(trainable) if q is p)
+        if i == 4:
+            assert p not in new.state or not new.state[p]
+        else:
+            assert float(new.state[p]["step"]) == 10 + i and torch.equal(new.state[p]["exp_avg"], torch.full_like(p, i))
+    assert [g["lr"] for g in new.param_groups] == [1e-3, 5e-4]
+    assert [g["name"] for g in new.param_groups] == ["adapter", "decoder+head"]

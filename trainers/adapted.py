@@ -132,6 +132,8 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
             checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
         record = checkpoint.get(CHECKPOINT_KEY, {})
         recorded = record.get("config")
+        if recorded is not None:
+            recorded = adapters.config_from_dict(recorded).to_dict()  # names of before 0.2 read as now
         if recorded is not None and recorded != self.adapter_config().to_dict():
             fits = trainer_for_config(self.arch, recorded)
             if fits:
@@ -141,16 +143,17 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
                         f"{folder} and run nnUNetv2_train with -tr {fits} --c")
             else:
                 hint = "Continue it with the trainer that wrote it"
-            before = (" Checkpoints written before hippo_peft 0.2 trained the adapter with the head only; since "
-                      "0.2 the default trainers also train the CNN decoder (the papers' setting)."
-                      if recorded.get("train_extra") != self.adapter_config().train_extra else "")
+            before = (" It was written before hippo_peft 0.2, when the method trainers trained adapter + head and "
+                      "DecoderOnly every CNN part; since 0.2 the method trainers also train the CNN decoder blocks "
+                      "(the papers' setting) and DecoderOnly trains decoder blocks + head."
+                      if "optimizer_groups" not in record else "")
             raise RuntimeError(f"This checkpoint ({checkpoint.get('trainer_name')}) was trained with adapter "
                                f"{recorded}, but {type(self).__name__} uses {self.adapter_config().to_dict()}.{before} "
                                f"{hint}, or start a new training.")
+        if not self.was_initialized:
+            self.initialize()  # before restoring the record: initialize() fingerprints the fresh network
         self.pretrained_loaded = record.get("pretrained_weights_loaded", True)
         self.base_fingerprint = record.get("base_fingerprint")
-        if not self.was_initialized:
-            self.initialize()
         old_groups = len(checkpoint["optimizer_state"]["param_groups"])
         if old_groups != len(self.optimizer.param_groups):
             if old_groups != 1 or "optimizer_groups" in record:
@@ -247,8 +250,13 @@ class Strict:
 
 
 def trainer_for_config(arch: str, config: dict) -> str | None:
-    """The name of our written-out trainer for ``arch`` whose adapter config is ``config`` (None if none is)."""
+    """The name of our written-out trainer for ``arch`` whose adapter config is ``config`` (None if none is); a
+    config recorded before hippo_peft 0.2 finds the trainer that has its setting now."""
     from hippo_peft import trainers
+    try:
+        config = adapters.config_from_dict(config).to_dict()
+    except ValueError:
+        return None
     for name in trainers.ADAPTER_TRAINERS:
         cls = getattr(trainers, name)
         if cls.arch == arch and name == cls.core_name() and cls.adapter_config().to_dict() == config:

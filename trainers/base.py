@@ -11,6 +11,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 from torch._dynamo import OptimizedModule
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hippo_peft.networks import build_network
 from hippo_peft.plans import adapt_plans_for_trainer
@@ -77,7 +78,8 @@ class nnUNetTrainer_TransformerBase(nnUNetTrainer):
 
     @property
     def plain_network(self) -> nn.Module:
-        net = self.network.module if self.is_ddp else self.network
+        # by type: configure_optimizers runs before nnU-Net wraps the network in DDP
+        net = self.network.module if isinstance(self.network, DDP) else self.network
         return net._orig_mod if isinstance(net, OptimizedModule) else net
 
     def trainable_parameters(self) -> list[nn.Parameter]:

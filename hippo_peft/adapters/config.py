@@ -214,5 +214,9 @@ def make_config(method: str, **kwargs) -> AdapterConfig:
 
 
 def config_from_dict(d: dict) -> AdapterConfig:
+    """The config a checkpoint or adapter file recorded. One recorded before hippo_peft 0.2 as decoderonly with
+    train_extra 'decoder' (every CNN part) is what is now called cnnonly: read as that."""
     d = dict(d)
+    if d.get("method") == "decoderonly" and d.get("train_extra") == "decoder":
+        d["method"] = "cnnonly"
     return make_config(d.pop("method"), **d)
