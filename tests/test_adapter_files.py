@@ -35,7 +35,8 @@ def trained_model_folder(tmp_path, trainer, adapter_cfg=None):
     torch.save({"network_weights": net.state_dict(), "trainer_name": trainer.__name__,
                 "init_args": {"configuration": "3d_fullres"}, "inference_allowed_mirroring_axes": (0, 1, 2),
                 "optimizer_state": {"exp_avg": [torch.zeros_like(p) for p in net.parameters()]},
-                "hippo_peft_adapter": {"base_fingerprint": A.injected_fingerprint(net), "config": adapter_cfg.to_dict()}},
+                "hippo_peft_adapter": {"base_fingerprint": A.injected_fingerprint(net),
+                                       "config": adapter_cfg.to_dict()}},
                model / "fold_all" / "checkpoint_final.pth")
     return model, net.eval()
 

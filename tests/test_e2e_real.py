@@ -83,15 +83,20 @@ def test_real_hippocampus_plan_train_predict(hippocampus, nnunet_env, tmp_path):
          "-p", "nnUNetPlans_UNETR_compact", "-device", "cpu", "-pretrained_weights", str(source)], env, cwd)
     fold = results / "nnUNetTrainer_UNETR_LoRAPT_smoke__nnUNetPlans_UNETR_compact__3d_fullres" / "fold_all"
     log = next(fold.glob("training_log*.txt")).read_text()
+    src = torch.load(source, map_location="cpu", weights_only=False)["network_weights"]
     # closed form: r * n3 * (n1 + n2 + 1) for W_sa (192 x 192 x 48), W_up (768 x 192 x 12), W_down (192 x 768 x 12),
-    # plus the head our adapter trainers also train (8 features -> 3 classes, 1x1x1 conv with bias)
-    expected = 48 * (192 + 192 + 1) + 2 * 12 * (768 + 192 + 1) + (8 * 3 + 3)
+    # plus the head (8 features -> 3 classes, 1x1x1 conv with bias), plus the CNN decoder blocks the papers' setting
+    # trains (counted from the source checkpoint's tensors)
+    decoder = sum(v.numel() for k, v in src.items() if k.split(".")[0] in ("decoder2", "decoder3", "decoder4",
+                                                                            "decoder5"))
+    expected = 48 * (192 + 192 + 1) + 2 * 12 * (768 + 192 + 1) + (8 * 3 + 3) + decoder
+    assert decoder > 500_000
     assert f"lorapt decomposed from the pre-trained weights; trainable {expected:,} of 6,970,555" in log
     adapted = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert adapted["hippo_peft_adapter"]["config"]["method"] == "lorapt"
-    src = torch.load(source, map_location="cpu", weights_only=False)["network_weights"]
     net = adapted["network_weights"]
     assert torch.equal(net["encoder1.layer.conv1.conv.weight"], src["encoder1.layer.conv1.conv.weight"])  # frozen
+    assert not torch.equal(net["decoder2.conv_block.conv1.conv.weight"], src["decoder2.conv_block.conv1.conv.weight"])
     # residual + principal of the stacked q/k/v/out tensor: slice 0 is block 0's query, i.e. the source's weight
     # moved by 4 small adapter steps (a decomposition of random weights would be off by ~100 %)
     g = {k: net[f"lorapt_tensors.w192x192.{k}"] for k in ("residual", "U", "S", "V")}

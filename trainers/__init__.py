@@ -15,7 +15,8 @@ from hippo_peft.trainers.nnUNetTrainer_UNETR import (nnUNetTrainer_UNETR, nnUNet
 
 ADAPTER_TRAINERS = _unetr_adapters.TRAINERS + _swin_adapters.TRAINERS
 # method name (hippo_peft.adapters.METHODS, plus "full") -> trainer class suffix
-ADAPTER_SUFFIX = {"lorapt": "LoRAPT", "hyps": "HyPS", "pdora": "PDoRA", "lora": "LoRA", "dora": "DoRA", "pissa": "PiSSA"}
+ADAPTER_SUFFIX = {"lorapt": "LoRAPT", "hyps": "HyPS", "pdora": "PDoRA", "lora": "LoRA", "dora": "DoRA",
+                  "pissa": "PiSSA"}
 STRICT = "-strict"  # "lorapt-strict": the adapter + head only (nnUNetTrainer_<backbone>_LoRAPT_Strict)
 METHOD_SUFFIX = {**ADAPTER_SUFFIX, **{m + STRICT: f"{s}_Strict" for m, s in ADAPTER_SUFFIX.items()},
                  "headonly": "HeadOnly", "decoderonly": "DecoderOnly", "cnnonly": "CNNOnly", "full": ""}

@@ -7,9 +7,9 @@ head-only, decoder-only and CNN-only baselines, on one low-rank core (:mod:`.cor
     merge(net)                    # back to plain nn.Linear weights
 """
 from hippo_peft.adapters import dora, hyps, lora, lorapt, pdora  # noqa: F401  (register the methods)
-from hippo_peft.adapters.config import (CONFIGS, TRAIN_EXTRA, AdapterConfig, CNNOnlyConfig, DecoderOnlyConfig, DoRAConfig, HeadOnlyConfig,
-                                        HyPSConfig, LoRAConfig, LoRAPTConfig, PDoRAConfig, PiSSAConfig,
-                                        config_from_dict, make_config)
+from hippo_peft.adapters.config import (CONFIGS, TRAIN_EXTRA, AdapterConfig, CNNOnlyConfig, DecoderOnlyConfig,
+                                        DoRAConfig, HeadOnlyConfig, HyPSConfig, LoRAConfig, LoRAPTConfig, PDoRAConfig,
+                                        PiSSAConfig, config_from_dict, make_config)
 from hippo_peft.adapters.model import (TrainableReport, adapter_config, adapter_state_dict, base_fingerprint,
                                        inject, injected_fingerprint, load_adapter_state_dict, merge,
                                        trainable_parameters, trainable_report)
@@ -17,6 +17,7 @@ from hippo_peft.adapters.model import (TrainableReport, adapter_config, adapter_
 METHODS = tuple(CONFIGS)
 
 __all__ = ["METHODS", "CONFIGS", "AdapterConfig", "LoRAConfig", "DoRAConfig", "PiSSAConfig", "PDoRAConfig",
-           "HyPSConfig", "LoRAPTConfig", "HeadOnlyConfig", "DecoderOnlyConfig", "CNNOnlyConfig", "TRAIN_EXTRA", "make_config", "config_from_dict",
+           "HyPSConfig", "LoRAPTConfig", "HeadOnlyConfig", "DecoderOnlyConfig", "CNNOnlyConfig", "TRAIN_EXTRA",
+           "make_config", "config_from_dict",
            "inject", "merge", "trainable_report", "trainable_parameters", "adapter_state_dict",
            "load_adapter_state_dict", "adapter_config", "TrainableReport", "base_fingerprint", "injected_fingerprint"]
