@@ -65,12 +65,11 @@ def load_trained(fold_dir: Path):
     recorded = checkpoint.get(CHECKPOINT_KEY, {}).get("config")
     if recorded is not None and adapters.config_from_dict(recorded).to_dict() != trainer.adapter_config().to_dict():
         # written before hippo_peft 0.2 by a trainer whose setting is now the _Strict one's (or CNNOnly's)
-        fits = trainers.trainer_for_config(trainer.arch, recorded)
+        fits = trainers.trainer_with_setting(trainer, recorded)
         if fits is None:
             raise AdapterMismatchError(f"{fold_dir} was trained with adapter {recorded}, which no hippo_peft trainer "
                                        f"uses now ({name} uses {trainer.adapter_config().to_dict()}).")
-        suffix = trainers.schedule_suffix(trainer)
-        trainer = getattr(trainers, fits + suffix, None) or getattr(trainers, fits)
+        trainer = getattr(trainers, fits)
     model_dir = fold_dir.parent
     plans = json.loads((model_dir / "plans.json").read_text())
     dataset_json = json.loads((model_dir / "dataset.json").read_text())
@@ -169,9 +168,8 @@ def apply_adapter(adapter_dir: str | Path, base_weights: str | Path, plans_file:
     # the trainer with the file's setting (a file written before hippo_peft 0.2 by _LoRAPT fits _LoRAPT_Strict now)
     trainer_name = meta["trainer"]
     recorded_cls = getattr(trainers, trainer_name, None)
-    fits = trainers.trainer_for_config(meta["arch"], meta["config"])
-    if fits and recorded_cls is not None and recorded_cls.core_name() != fits:
-        trainer_name = fits + trainers.schedule_suffix(recorded_cls)
+    if recorded_cls is not None:
+        trainer_name = trainers.trainer_with_setting(recorded_cls, meta["config"]) or trainer_name
     if merge:
         trainer_name = _merge_or_refuse(net, meta["method"], meta["arch"])
     dataset_json = json.loads((plans_file.parent / "dataset.json").read_text())

@@ -6,7 +6,7 @@ nnU-Net finds them through the shim in ``hippo_peft/nnunet_ext`` (``hippo-peft e
 from hippo_peft.trainers import nnUNetTrainer_SwinUNETR_adapters as _swin_adapters
 from hippo_peft.trainers import nnUNetTrainer_UNETR_adapters as _unetr_adapters
 from hippo_peft.trainers.adapted import (nnUNetTrainer_AdapterBase, schedule_suffix,  # noqa: F401
-                                         trainer_for_config)
+                                         trainer_for_config, trainer_with_setting)
 from hippo_peft.trainers.base import Schedule, nnUNetTrainer_TransformerBase  # noqa: F401
 from hippo_peft.trainers.nnUNetTrainer_SwinUNETR import (nnUNetTrainer_SwinUNETR, nnUNetTrainer_SwinUNETR_short,
                                                          nnUNetTrainer_SwinUNETR_smoke)

@@ -119,8 +119,7 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
             # nnU-Net writes the checkpoint dict itself; add what was trained, for humans and for our tools
             checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
             checkpoint[CHECKPOINT_KEY] = {"method": self.method, "config": self.adapter_config().to_dict(),
-                                          "optimizer_groups": [g["name"] for g in self.parameter_groups()
-                                                               if g["params"]],
+                                          "optimizer_groups": [g["name"] for g in self.optimizer.param_groups],
                                           "trainable": adapters.trainable_report(self.plain_network).to_dict(),
                                           "pretrained_weights_loaded": self.pretrained_loaded,
                                           "base_fingerprint": self.base_fingerprint}
@@ -135,9 +134,8 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
         if recorded is not None:
             recorded = adapters.config_from_dict(recorded).to_dict()  # names of before 0.2 read as now
         if recorded is not None and recorded != self.adapter_config().to_dict():
-            fits = trainer_for_config(self.arch, recorded)
+            fits = trainer_with_setting(type(self), recorded)
             if fits:
-                fits += schedule_suffix(type(self))
                 folder = self.output_folder_base.replace(f"{type(self).__name__}__", f"{fits}__")
                 hint = (f"To continue it with the trainer of that setting, move {self.output_folder_base} to "
                         f"{folder} and run nnUNetv2_train with -tr {fits} --c")
@@ -269,6 +267,13 @@ def schedule_suffix(cls: type) -> str:
     return cls.__name__[len(cls.core_name()):]
 
 
+def trainer_with_setting(cls: type, config: dict) -> str | None:
+    """``cls``'s backbone and schedule with the setting ``config`` records: ``..._LoRAPT_Strict_short`` for what
+    ``..._LoRAPT_short`` trained before hippo_peft 0.2 (None if no trainer has that setting)."""
+    fits = trainer_for_config(cls.arch, config)
+    return fits + schedule_suffix(cls) if fits else None
+
+
 def schedule_variants(namespace: dict, cls: type) -> list[str]:
     """Define ``<cls>_short`` and ``<cls>_smoke`` (CPU schedules) next to ``cls``; returns the names."""
     names = []
@@ -283,4 +288,4 @@ def schedule_variants(namespace: dict, cls: type) -> list[str]:
 
 __all__ = ["nnUNetTrainer_AdapterBase", "schedule_variants", "Schedule", "CHECKPOINT_KEY", "LoRAPT", "HyPS", "PDoRA",
            "LoRA", "DoRA", "PiSSA", "HeadOnly", "DecoderOnly", "CNNOnly", "Strict", "BASELINES", "trainer_for_config",
-           "schedule_suffix"]
+           "schedule_suffix", "trainer_with_setting"]
