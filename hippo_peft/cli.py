@@ -70,7 +70,8 @@ def _cmd_benchmark(args):
     run_benchmark(args.workdir, target=args.target, source=args.source, archs=args.arch, methods=args.methods,
                   shots=args.shots, draws=args.draws, seed=args.seed, preset=args.preset, iterations=args.iterations,
                   source_iterations=args.source_iterations, device=args.device, n_test=n_test,
-                  test_cases=args.test_cases, train_draws_file=args.train_draws, n_source=args.n_source)
+                  test_cases=args.test_cases, train_draws_file=args.train_draws, n_source=args.n_source,
+                  n_val=args.n_val)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"any of {', '.join(METHODS)} (adapter methods train the adapter + CNN decoder + head as "
                         f"the papers do, <method>-strict the adapter + head only, decoderonly the same decoder + "
                         f"head without an adapter, cnnonly every CNN part; nnunet: nnU-Net's default trainer from "
-                        f"scratch). Default: {' '.join(DEFAULT_METHODS)}")
+                        f"scratch; nnunet-ft: the same pre-trained on the source). A method may carry learning rates:"
+                        f" lorapt@3e-4 (every group), lorapt@3e-4,1e-3 (adapter, decoder + head). Default: "
+                        f"{' '.join(DEFAULT_METHODS)}")
     s.add_argument("--shots", nargs="+", type=int, default=[5, 10, 20], help="k values (default 5 10 20)")
     s.add_argument("--draws", type=int, default=3, help="random draws of k cases per k (default 3)")
     s.add_argument("--seed", type=int, default=0, help="seed of the test set and the draws (default 0)")
@@ -180,9 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", choices=sorted(PRESETS["unetr"]),
                    help=f"network size (default: {PROFILES['cpu']['preset']} on cpu, {PROFILES['cuda']['preset']} "
                         f"on cuda)")
-    s.add_argument("--iterations", type=int, help=f"training iterations per run, every method alike (default "
-                                                  f"{PROFILES['cpu']['iterations']} on cpu, "
-                                                  f"{PROFILES['cuda']['iterations']} on cuda)")
+    s.add_argument("--iterations", type=int, nargs="+",
+                   help=f"training iterations per run, every method alike; several budgets give learning curves "
+                        f"(default {PROFILES['cpu']['iterations']} on cpu, {PROFILES['cuda']['iterations']} on cuda)")
     s.add_argument("--source-iterations", type=int,
                    help=f"source pre-training iterations (default {PROFILES['cpu']['source_iterations']} on cpu, "
                         f"{PROFILES['cuda']['source_iterations']} on cuda)")
@@ -192,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-cases", nargs="+", help="explicit test case ids, or one text file with an id per line")
     s.add_argument("--train-draws", help="JSON file of explicit draws {\"5\": [[case, ...], ...], ...}")
     s.add_argument("--n-source", type=int, default=40, help="target cases for --source label-shift (default 40)")
+    s.add_argument("--n-val", type=int, default=-1,
+                   help=f"validation cases, drawn after the test set and never trained on: scored apart, for "
+                        f"choosing rates and budgets without looking at the test set (default "
+                        f"{PROFILES['cpu']['n_val']}; 0: none)")
     s.set_defaults(func=_cmd_benchmark)
     # --- end benchmark ---
     return p

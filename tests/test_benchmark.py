@@ -35,16 +35,17 @@ def cli_error(capsys, argv) -> str:
 
 def test_draws_are_seeded_disjoint_and_of_size_k(phantoms):
     target, source = phantoms
-    s = resolve_settings(str(target), str(source), shots=[2, 3], draws=2, n_test=3, seed=5)
-    again = resolve_settings(str(target), str(source), shots=[2, 3], draws=2, n_test=3, seed=5)
-    assert s.train_draws == again.train_draws and s.test_cases == again.test_cases
-    assert len(s.test_cases) == 3 and s.folds == [(2, 0), (2, 1), (3, 0), (3, 1)]
+    s = resolve_settings(str(target), str(source), shots=[2, 3], draws=2, n_test=3, seed=5, n_val=1)
+    again = resolve_settings(str(target), str(source), shots=[2, 3], draws=2, n_test=3, seed=5, n_val=1)
+    assert s.train_draws == again.train_draws and s.test_cases == again.test_cases and s.val_cases == again.val_cases
+    assert len(s.test_cases) == 3 and s.folds == [[2, 0], [2, 1], [3, 0], [3, 1]]
+    assert len(s.val_cases) == 1 and not set(s.val_cases) & set(s.test_cases)
     for k in (2, 3):
         for draw in s.train_draws[str(k)]:
-            assert len(set(draw)) == k and not set(draw) & set(s.test_cases)
+            assert len(set(draw)) == k and not set(draw) & (set(s.test_cases) | set(s.val_cases))
     assert s.train_draws["2"][0] != s.train_draws["2"][1] or s.train_draws["3"][0] != s.train_draws["3"][1]
     # default test set: every labelled case not drawn; label-shift source cases are never drawn or tested
-    all_rest = resolve_settings(str(target), "label-shift", shots=[2], draws=2, n_test=None, n_source=3)
+    all_rest = resolve_settings(str(target), "label-shift", shots=[2], draws=2, n_test=None, n_source=3, n_val=0)
     drawn = {c for d in all_rest.train_draws["2"] for c in d}
     assert len(all_rest.source_cases) == 3 and not set(all_rest.source_cases) & (drawn | set(all_rest.test_cases))
     assert sorted(drawn | set(all_rest.test_cases) | set(all_rest.source_cases)) == [f"phantom_{i:03d}"
@@ -54,9 +55,22 @@ def test_draws_are_seeded_disjoint_and_of_size_k(phantoms):
 def test_bad_input_fails_before_anything_runs(phantoms, tmp_path, capsys):
     target, source = phantoms
     work = tmp_path / "work"
-    base = ["benchmark", "--target", str(target), "--source", str(source), "--workdir", str(work)]
+    base = ["benchmark", "--target", str(target), "--source", str(source), "--workdir", str(work), "--n-val", "0"]
     err = cli_error(capsys, base + ["--methods", "lorapt", "qlora"])
     assert "qlora" in err and "lorapt" in err and "nnunet" in err
+    err = cli_error(capsys, base + ["--methods", "lorapt@fast"])
+    assert "'fast' is not a learning rate" in err
+    err = cli_error(capsys, base + ["--methods", "full@1e-3,1e-4"])
+    assert "two rates" in err and "give full one rate" in err
+    err = cli_error(capsys, base[:-2] + ["--n-val", "6", "--n-test", "2"])
+    assert "--n-val 6: need between 0 and 5" in err
+    checkpoint = tmp_path / "source.pth"
+    checkpoint.write_bytes(b"never read")
+    err = cli_error(capsys, base[:3] + ["--source", str(checkpoint), "--workdir", str(work), "--methods", "nnunet-ft",
+                                        "--n-val", "0"])
+    assert "nnunet-ft pre-trains nnU-Net's own U-Net on the source" in err
+    err = cli_error(capsys, base + ["--methods", "nnunet-ft"])  # the phantom source has 2 channels, the target 1
+    assert "nnunet-ft: the source has 2 input channel(s), the target 1" in err
     err = cli_error(capsys, base + ["--shots", "2", "7", "--n-test", "2"])
     assert "k = 7 is larger than the 6 labelled cases available" in err
     draws = tmp_path / "draws.json"
@@ -66,7 +80,8 @@ def test_bad_input_fails_before_anything_runs(phantoms, tmp_path, capsys):
     assert "overlaps the training draws in 1 case(s): phantom_001" in err
     err = cli_error(capsys, base + ["--test-cases", "phantom_042"])
     assert "phantom_042" in err
-    err = cli_error(capsys, ["benchmark", "--target", str(target), "--source", str(target), "--workdir", str(work)])
+    err = cli_error(capsys, ["benchmark", "--target", str(target), "--source", str(target), "--workdir", str(work),
+                             "--n-val", "0"])
     assert "target dataset itself" in err
     err = cli_error(capsys, base + ["--iterations", "1"])
     assert "at least 2 iterations" in err
@@ -89,7 +104,7 @@ def test_source_checkpoint_of_another_backbone_is_refused_before_training(phanto
     torch.save({"network_weights": swin.state_dict()}, checkpoint)
     work = tmp_path / "work"
     err = cli_error(capsys, ["benchmark", "--target", str(target), "--source", str(checkpoint), "--workdir", str(work),
-                             "--arch", "unetr", "--preset", "tiny", "--shots", "2", "--n-test", "2"])
+                             "--arch", "unetr", "--preset", "tiny", "--shots", "2", "--n-test", "2", "--n-val", "0"])
     assert "does not fit the UNETR" in err and "another backbone" in err
     assert not any((work / "nnunet" / "nnUNet_results").rglob("*.pth")), "no training may have started"
     assert not (work / "nnunet" / "nnUNet_preprocessed" / "Dataset961_BenchmarkTarget" / "nnUNetPlans_UNETR_tiny"
@@ -109,6 +124,22 @@ def test_budget_variants_train_exactly_n_iterations():
         trainers.nnUNetTrainer_UNETR_short_100it  # a schedule variant of a schedule variant is not a thing
     with pytest.raises(ValueError, match="at least 2"):
         trainers.nnUNetTrainer_UNETR_1it
+    # learning-rate variants: one spelling per rate (one folder per rate); _dlr only beside _lr, on a decoder group
+    swept = getattr(trainers, "nnUNetTrainer_UNETR_LoRAPT_100it_lr3e-4_dlr1e-3")  # a rate is no identifier
+    assert swept.budget_iterations == 100 and (swept.initial_lr_default, swept.decoder_lr_default) == (3e-4, 1e-3)
+    both = getattr(trainers, "nnUNetTrainer_UNETR_PDoRA_100it_lr2.5e-3")
+    assert both.initial_lr_default == both.decoder_lr_default == 2.5e-3
+    assert getattr(trainers, "nnUNetTrainer_UNETR_100it_lr3e-3").initial_lr_default == 3e-3
+    for bad in ("nnUNetTrainer_UNETR_100it_lr0.0003", "nnUNetTrainer_UNETR_100it_lr3e-3_dlr1e-3",
+                "nnUNetTrainer_UNETR_LoRAPT_100it_dlr1e-3", "nnUNetTrainer_100it_lr3e-04"):
+        with pytest.raises(AttributeError):
+            getattr(trainers, bad)
+    from hippo_peft.benchmark import parse_method, rate_suffix
+    from hippo_peft.trainers.budget import format_rate
+    assert [format_rate(r) for r in (3e-4, 0.0025, 1e-2, 1.0)] == ["3e-4", "2.5e-3", "1e-2", "1e0"]
+    assert parse_method("lorapt@0.0003,1E-3") == ("lorapt", "3e-4", "1e-3") and parse_method("full") == ("full", None,
+                                                                                                         None)
+    assert rate_suffix("lorapt@3e-4,1e-3") == "_lr3e-4_dlr1e-3" and rate_suffix("nnunet") == ""
 
 
 def _records(work: Path) -> dict[str, dict]:
@@ -118,19 +149,20 @@ def _records(work: Path) -> dict[str, dict]:
 def test_benchmark_end_to_end_resumes_after_kill(phantoms, tmp_path, nnunet_env):
     target, source = phantoms
     work = tmp_path / "work"
-    cmd = [bin_path("hippo-peft"), "benchmark", "--target", str(target), "--source", str(source), "--workdir",
-           str(work), "--preset", "tiny", "--methods", "lorapt", "lorapt-strict", "full", "nnunet", "--shots", "2",
-           "--draws", "1",
-           "--iterations", "4", "--source-iterations", "4", "--n-test", "2"]
+    cmd = [bin_path("hippo-peft"), "benchmark", "--target", str(target), "--source", "label-shift", "--n-source", "3",
+           "--workdir", str(work), "--preset", "tiny", "--methods", "lorapt@3e-3,2e-3", "lorapt-strict", "full",
+           "nnunet-ft", "--shots", "2", "--draws", "1", "--iterations", "4", "--source-iterations", "4", "--n-test",
+           "2", "--n-val", "1"]
+    lorapt = "unetr-lorapt@3e-3,2e-3-k2-d0-4it"
     env = nnunet_env  # the benchmark points nnU-Net's paths into its work folder itself
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
         deadline = time.time() + 600
-        while not (work / "runs" / "unetr-lorapt-k2-d0.json").is_file():
+        while not (work / "runs" / f"{lorapt}.json").is_file():
             assert proc.poll() is None and time.time() < deadline, "the benchmark ended before its first run"
             time.sleep(0.5)
-        while not (work / "logs" / "unetr-lorapt-strict-k2-d0.log").is_file():  # the second run has started
+        while not (work / "logs" / "unetr-lorapt-strict-k2-d0-4it.log").is_file():  # the second run has started
             assert proc.poll() is None and time.time() < deadline
             time.sleep(0.2)
         time.sleep(3)
@@ -138,54 +170,84 @@ def test_benchmark_end_to_end_resumes_after_kill(phantoms, tmp_path, nnunet_env)
     finally:
         proc.wait()
     first = _records(work)
-    assert list(first) == ["unetr-lorapt-k2-d0"]
-    first_mtime = (work / "runs" / "unetr-lorapt-k2-d0.json").stat().st_mtime
+    assert list(first) == [lorapt]
+    first_mtime = (work / "runs" / f"{lorapt}.json").stat().st_mtime
 
     done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "resuming: 1 of 4 runs already finished" in done.stdout
     records = _records(work)
-    assert set(records) == {"unetr-lorapt-k2-d0", "unetr-lorapt-strict-k2-d0", "unetr-full-k2-d0", "nnunet-k2-d0"}
-    assert (work / "runs" / "unetr-lorapt-k2-d0.json").stat().st_mtime == first_mtime  # not redone
-    assert records["unetr-lorapt-k2-d0"] == first["unetr-lorapt-k2-d0"]
-    # the source was pre-trained once: its log holds one training command
+    assert set(records) == {lorapt, "unetr-lorapt-strict-k2-d0-4it", "unetr-full-k2-d0-4it", "nnunet-ft-k2-d0-4it"}
+    assert (work / "runs" / f"{lorapt}.json").stat().st_mtime == first_mtime  # not redone
+    assert records[lorapt] == first[lorapt]
+    # each source was pre-trained once: its log holds one training command
     assert (work / "logs" / "source.log").read_text().count("nnUNetv2_train") == 1
+    source_nnunet = (work / "logs" / "source-nnunet.log").read_text()
+    assert source_nnunet.count("nnUNetv2_train") == 1 and "nnUNetv2_move_plans_between_datasets" in source_nnunet
 
-    test_cases = records["nnunet-k2-d0"]["per_case"].keys()
+    test_cases = records["nnunet-ft-k2-d0-4it"]["per_case"].keys()
+    val_cases = records["nnunet-ft-k2-d0-4it"]["val_per_case"].keys()
+    assert len(val_cases) == 1 and not set(val_cases) & set(test_cases)
     for r in records.values():
-        assert r["n_test"] == 2 and set(r["per_case"]) == set(test_cases)
-        assert not set(r["train_cases"]) & set(test_cases)
+        assert r["n_test"] == 2 and set(r["per_case"]) == set(test_cases) and set(r["val_per_case"]) == set(val_cases)
+        assert not set(r["train_cases"]) & (set(test_cases) | set(val_cases))
+        assert r["val_summary"]["cases"] == 1 and r["summary"]["cases"] == 2
+        assert 0 <= r["summary"]["empty_predictions"] <= 2
+        assert r["compute_seconds"] == pytest.approx(4 * r["seconds_per_step"], rel=1.0) and r["iterations"] == 4
         for region in ("Anterior", "Posterior", "Anterior+Posterior"):
             m = r["summary"]["regions"][region]
             assert m["dice"] is None or 0 <= m["dice"] <= 1
             assert m["abs_volume_error"] >= 0
         assert r["seconds_per_step"] > 0 and r["peak_memory_mib"] > 100 and r["stored_bytes"] > 0
-    strict, papers, full = (records[f"unetr-{m}-k2-d0"] for m in ("lorapt-strict", "lorapt", "full"))
-    assert strict["trainer"] == "nnUNetTrainer_UNETR_LoRAPT_Strict_4it" and papers["trainer"].endswith("_LoRAPT_4it")
+    strict, papers, full = (records[n] for n in ("unetr-lorapt-strict-k2-d0-4it", lorapt, "unetr-full-k2-d0-4it"))
+    assert strict["trainer"] == "nnUNetTrainer_UNETR_LoRAPT_Strict_4it"
+    assert papers["trainer"] == "nnUNetTrainer_UNETR_LoRAPT_4it_lr3e-3_dlr2e-3"
+    assert (papers["method"], papers["lr"], papers["decoder_lr"]) == ("lorapt", "3e-3", "2e-3")
+    log = next((work / "nnunet" / "nnUNet_results").rglob("nnUNetTrainer_UNETR_LoRAPT_4it_lr3e-3_dlr2e-3__*/fold_0/"
+                                                           "training_log_*.txt")).read_text()
+    assert "adapter: " in log and "lr 0.003" in log and "decoder+head: " in log and "lr 0.002" in log
     assert strict["trainable"] < 0.05 * full["trainable"]
     assert strict["trainable"] < papers["trainable"] < full["trainable"]  # the papers' setting adds the decoder
     assert strict["total"] == papers["total"] == full["total"]  # same base network
-    assert records["unetr-lorapt-k2-d0"]["stored_what"] == "adapter file"
-    assert (work / "adapters" / "unetr-lorapt-k2-d0" / "adapter.safetensors").is_file()
-    assert records["nnunet-k2-d0"]["trainer"] == "nnUNetTrainer_4it" and records["nnunet-k2-d0"]["plans"] == "nnUNetPlans"
-    stats = json.loads(next((work / "nnunet" / "nnUNet_results").rglob("nnUNetTrainer_4it__*/fold_0/"
-                                                                       "budget_stats.json")).read_text())
+    assert records[lorapt]["stored_what"] == "adapter file"
+    assert (work / "adapters" / lorapt / "adapter.safetensors").is_file()
+    ft = records["nnunet-ft-k2-d0-4it"]
+    assert ft["trainer"] == "nnUNetTrainer_4it" and ft["plans"] == "nnUNetPlans_finetune"
+    ft_log = (work / "logs" / "nnunet-ft-k2-d0-4it.log").read_text()
+    assert "Loading pretrained weights" in ft_log and "nnUNetPlans_fromTarget__3d_fullres/fold_all" in ft_log
+    stats = json.loads(next((work / "nnunet" / "nnUNet_results").rglob("nnUNetTrainer_4it__nnUNetPlans_finetune*/"
+                                                                       "fold_0/budget_stats.json")).read_text())
     assert len(stats["step_seconds"]) == 4  # exactly the budget
 
     report = work / "report"
     for name in ("benchmark.md", "runs.csv", "cases.csv", "runs.json", "dice_vs_k.png", "dice_vs_params.png"):
         assert (report / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(report / "runs.csv")))
-    assert len(rows) == 4 and {r["method"] for r in rows} == {"lorapt", "lorapt-strict", "full", "nnunet"}
+    assert len(rows) == 4 and {r["method"] for r in rows} == {"lorapt", "lorapt-strict", "full", "nnunet-ft"}
     assert len(list(csv.DictReader(open(report / "cases.csv")))) == 4 * 2 * 3  # runs x cases x regions
     table = (report / "benchmark.md").read_text()
-    assert "nnU-Net from scratch" in table and "LoRA-PT (unetr)" in table and "Dice k=2" in table
-    assert "LoRA-PT strict (unetr)" in table
+    assert "nnU-Net fine-tuned" in table and "LoRA-PT lr 3e-3/2e-3 (unetr)" in table and "Dice k=2" in table
+    assert "LoRA-PT strict (unetr)" in table and "validation Dice k=2" in table
 
-    # settings changed in the same folder: refused, nothing touched
-    changed = subprocess.run(cmd[:-1] + ["3"], env=env, cwd=tmp_path, capture_output=True, text=True)
-    assert changed.returncode == 2 and "other settings (test_cases" in changed.stderr
+    # a fixed setting changed in the same folder: refused, nothing touched
+    changed = subprocess.run(cmd[:-1] + ["0"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert changed.returncode == 2 and "other fixed settings (val_cases" in changed.stderr
     assert _records(work) == records
+
+    # a later command extends the folder with another budget: same test set and fold, the source not pre-trained
+    # again, the report covers both commands' runs and draws the learning curve
+    more = cmd[:cmd.index("--methods")] + ["--methods", "full", "--shots", "2", "--draws", "1", "--iterations", "6",
+                                           "--source-iterations", "4", "--n-test", "2", "--n-val", "1"]
+    done = subprocess.run(more, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    extended = _records(work)
+    assert set(extended) == set(records) | {"unetr-full-k2-d0-6it"}
+    assert {n: extended[n] for n in records} == records
+    assert extended["unetr-full-k2-d0-6it"]["fold"] == records["unetr-full-k2-d0-4it"]["fold"]
+    assert (work / "logs" / "source.log").read_text().count("nnUNetv2_train") == 1
+    assert (report / "learning_curves.png").stat().st_size > 0
+    assert len(list(csv.DictReader(open(report / "runs.csv")))) == 5
+    assert json.loads((work / "benchmark.json").read_text())["iterations"] == [4, 6]
 
 
 def test_work_folder_from_before_the_papers_setting_is_refused(phantoms, tmp_path):
@@ -195,7 +257,7 @@ def test_work_folder_from_before_the_papers_setting_is_refused(phantoms, tmp_pat
 
     from hippo_peft.benchmark import Workdir
     target, source = phantoms
-    s = resolve_settings(str(target), str(source), methods=["lorapt"], shots=[2], draws=1, n_test=2)
+    s = resolve_settings(str(target), str(source), methods=["lorapt"], shots=[2], draws=1, n_test=2, n_val=0)
     old = {k: v for k, v in asdict(s).items() if k != "settings_version"}
     work = tmp_path / "old"
     work.mkdir()
@@ -204,5 +266,37 @@ def test_work_folder_from_before_the_papers_setting_is_refused(phantoms, tmp_pat
         Workdir(work).open(s)
     assert sorted(p.name for p in work.iterdir()) == ["benchmark.json"]
     assert json.loads((work / "benchmark.json").read_text()) == old
+    (work / "benchmark.json").write_text(json.dumps({**old, "settings_version": 2}))
+    with pytest.raises(BenchmarkError, match="settings version 2.*3: validation cases"):
+        Workdir(work).open(s)
     with pytest.raises(BenchmarkError, match="Unknown method"):
         resolve_settings(str(target), str(source), methods=["lorapt-strictly"], shots=[2], draws=1, n_test=2)
+
+
+def test_a_later_command_extends_the_folder_with_new_shots_and_keeps_folds(phantoms, tmp_path):
+    """Later commands may add shots, draws, budgets and methods: earlier folds keep their numbers and cases, the
+    folder's record holds the union; a clashing draws file is refused."""
+    from hippo_peft.benchmark import Workdir, planned_runs
+    target, source = phantoms
+    common = dict(target=str(target), source=str(source), n_test=2, n_val=1)
+    first = resolve_settings(**common, methods=["lorapt"], shots=[3], draws=2, iterations=10)
+    Workdir(tmp_path / "w").open(first)
+    later = resolve_settings(**common, methods=["full", "lorapt@1e-3"], shots=[2, 3], draws=1, iterations=[10, 20])
+    Workdir(tmp_path / "w").open(later)
+    assert later.folds == [[3, 0], [3, 1], [2, 0]]  # (3, 0) and (3, 1) keep folds 0 and 1
+    runs = planned_runs(later)
+    assert {(r.k, r.draw, r.fold) for r in runs} == {(2, 0, 2), (3, 0, 0)}
+    assert len(runs) == 2 * 2 * 2 and {r.iterations for r in runs} == {10, 20}
+    record = json.loads((tmp_path / "w" / "benchmark.json").read_text())
+    assert record["methods"] == ["lorapt", "full", "lorapt@1e-3"] and record["iterations"] == [10, 20]
+    assert record["train_draws"]["3"] == first.train_draws["3"] and record["shots"] == [2, 3]
+    draws = tmp_path / "draws.json"
+    other = [c for c in later.train_draws["2"][0]][:1] + [c for c in first.train_draws["3"][0]
+                                                          if c not in later.train_draws["2"][0]][:1]
+    draws.write_text(json.dumps({"2": [other]}))
+    clash = resolve_settings(**common, methods=["full"], shots=[2], draws=1, train_draws_file=str(draws))
+    with pytest.raises(BenchmarkError, match="drew other cases for k=2 draw 0"):
+        Workdir(tmp_path / "w").open(clash)
+    moved = resolve_settings(**{**common, "n_val": 0}, methods=["full"], shots=[2], draws=1)
+    with pytest.raises(BenchmarkError, match="other fixed settings \\(val_cases differ"):
+        Workdir(tmp_path / "w").open(moved)

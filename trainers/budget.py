@@ -2,6 +2,8 @@
 
 ``<trainer>_<N>it`` is ``<trainer>`` trained for exactly N iterations, for any of our trainers *and* nnU-Net's own
 ``nnUNetTrainer`` (``nnUNetTrainer_300it``): nnU-Net's ``_Xepochs`` variants still run 250 iterations per epoch.
+``..._<N>it_lr<R>`` also sets the learning rate (every parameter group), ``..._lr<R>_dlr<D>`` the adapter group's
+to R and the decoder + head group's to D (learning-rate sweeps: each rate is its own trainer, so its own folder).
 The classes are made on first request (nnU-Net looks trainers up by name, so any N works from the command line)
 and are cached, so pickling by reference finds the same class.
 
@@ -13,6 +15,7 @@ nnU-Net's final validation of these variants predicts without test-time mirrorin
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import time
@@ -21,9 +24,19 @@ from pathlib import Path
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-BUDGET_PATTERN = re.compile(r"^(?P<base>nnUNetTrainer\w*?)_(?P<n>\d+)it$")
+RATE = r"\d+(?:\.\d+)?e-?\d+"  # as written by format_rate: 3e-4, 2.5e-3
+BUDGET_PATTERN = re.compile(
+    rf"^(?P<base>nnUNetTrainer\w*?)_(?P<n>\d+)it(?:_lr(?P<lr>{RATE}))?(?:_dlr(?P<dlr>{RATE}))?$")
 STATS_FILE = "budget_stats.json"
 _CACHE: dict[str, type] = {}
+
+
+def format_rate(rate: float) -> str:
+    """The one spelling of a rate in trainer and run names: 0.0003 -> '3e-4', 0.0025 -> '2.5e-3'."""
+    if not rate > 0:
+        raise ValueError(f"A learning rate must be > 0, got {rate}.")
+    mantissa, exponent = f"{rate:.6e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def split_budget(iterations: int) -> tuple[int, int]:
@@ -45,6 +58,11 @@ class BudgetMixin:
         self.num_val_iterations_per_epoch = 2  # pseudo-Dice for the log only; the result uses the final weights
         self.save_every = self.num_epochs
         self._step_seconds: list[float] = []
+        self._load: list[float] = []
+
+    def on_epoch_end(self):
+        super().on_epoch_end()
+        self._load.append(os.getloadavg()[0])  # 1-minute load: tells whether other work shared the CPU
 
     def train_step(self, batch: dict) -> dict:
         start = time.perf_counter()
@@ -83,6 +101,8 @@ class BudgetMixin:
                  "iterations_per_epoch": self.num_iterations_per_epoch, "batch_size": self.batch_size,
                  "patch_size": list(self.configuration_manager.patch_size), "device": self.device.type,
                  "step_seconds": [round(s, 5) for s in self._step_seconds],
+                 "load_average": {"median": sorted(self._load)[len(self._load) // 2] if self._load else None,
+                                  "max": max(self._load, default=None), "cpus": os.cpu_count()},
                  "trainable": trainable, "total": total,
                  "peak_memory_mib": (torch.cuda.max_memory_allocated(self.device) / 2 ** 20
                                      if self.device.type == "cuda"
@@ -98,21 +118,33 @@ def budget_trainer(name: str, namespace: dict, module: str) -> type | None:
         return None
     if name in _CACHE:
         return _CACHE[name]
-    base_name, n = match["base"], int(match["n"])
+    base_name, n, lr, dlr = match["base"], int(match["n"]), match["lr"], match["dlr"]
     base = nnUNetTrainer if base_name == "nnUNetTrainer" else namespace.get(base_name)
     if not (isinstance(base, type) and issubclass(base, nnUNetTrainer)) or re.search(r"_(short|smoke)$", base_name):
         return None
     split_budget(n)  # raises a clear error for a budget that cannot be scheduled
+    for rate in (lr, dlr):
+        if rate is not None and format_rate(float(rate)) != rate:
+            return None  # one spelling per rate, so that one rate is one folder
+    if dlr is not None and (lr is None or "decoder_lr_default" not in dir(base)):
+        return None  # _dlr needs _lr and a trainer with a decoder + head group
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         base.__init__(self, plans, configuration, fold, dataset_json, device)
+        if lr is not None:  # nnU-Net's own trainer sets its rate in __init__ (ours read initial_lr_default there)
+            self.initial_lr = float(lr)
         self._apply_budget()
 
     attrs = {"__init__": __init__, "budget_iterations": n, "__module__": module, "__qualname__": name,
-             "__doc__": f"{base_name} for exactly {n} training iterations (step time and peak memory recorded)."}
+             "__doc__": f"{base_name} for exactly {n} training iterations (step time and peak memory recorded)"
+                        f"{f', learning rate {lr}' if lr else ''}{f', decoder + head {dlr}' if dlr else ''}."}
     if getattr(base, "arch", None) and getattr(base, "method", None) is None:
         attrs["initial_lr_default"] = 1e-3  # full fine-tuning in a short budget: the _short trainers' rate
+    if lr is not None:
+        attrs["initial_lr_default"] = float(lr)
+        if "decoder_lr_default" in dir(base):  # one rate given: both groups, as the papers' single optimizer
+            attrs["decoder_lr_default"] = float(dlr or lr)
     cls = type(name, (BudgetMixin, base), attrs)
     _CACHE[name] = cls
     return cls
