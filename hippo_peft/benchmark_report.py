@@ -65,8 +65,8 @@ def markdown(records: list[dict], settings) -> str:
     n_val = max(r.get("n_val", 0) for r in records)
     lines = [f"Mean Dice over the labels ({', '.join(r for r in regions if len(records[0]['regions'][r]) == 1)}) "
              f"on {records[0]['n_test']} held-out test cases; mean ± SD over the draws of k training cases"
-             f"{f' (validation: the same on {n_val} validation cases, for choosing rates and budgets)' if n_val else ''}"
-             f". {', '.join(map(str, budgets))} training iterations per run; {settings.preset} preset; "
+             + (f" (validation: the same on {n_val} validation cases, for choosing rates and budgets)" if n_val else "")
+             + f". {', '.join(map(str, budgets))} training iterations per run; {settings.preset} preset; "
              f"device {settings.device}. Empty: test predictions without any foreground (a run with "
              f"{STARTED_TO_LEARN_MAX_EMPTY:.0%} or more has not started to learn: *marked*). Compute: the sum of "
              f"the training steps' times.", "",
@@ -105,7 +105,178 @@ def markdown(records: list[dict], settings) -> str:
                 h = _mean_sd([r["summary"]["regions"][region]["hd95"] for r in rs], 2).split(" ±")[0]
                 cells.append(f"{d} / {h}")
             lines.append(f"| {label} | {k} | " + " | ".join(cells) + " |")
+    for section in (rate_section(records), curve_section(records), paired_section(records)):
+        if section:
+            lines += ["", *section]
     return "\n".join(lines) + "\n"
+
+
+def _val(r: dict) -> float | None:
+    return (r.get("val_summary") or {}).get("mean_dice")
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def rate_choices(records: list[dict]) -> list[dict]:
+    """For each (backbone, method, k, budget) run at two or more rates: the rates' mean validation and test Dice
+    and the rate chosen on the validation cases (best mean validation Dice among runs that started to learn)."""
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for r in records:
+        if _val(r) is not None:
+            key = (r["arch"] or "", r["method"], r["k"], r["iterations"])
+            groups.setdefault(key, {}).setdefault(r.get("method_token", r["method"]), []).append(r)
+    choices = []
+    for (arch, method, k, n), by_token in sorted(groups.items()):
+        if len(by_token) < 2:
+            continue
+        rates = [{"token": token, "lr": rs[0].get("lr"), "decoder_lr": rs[0].get("decoder_lr"), "draws": len(rs),
+                  "val_dice": _mean(_val(r) for r in rs), "test_dice": _mean(r["summary"]["mean_dice"] for r in rs),
+                  "started": all(started_to_learn(r) for r in rs)} for token, rs in by_token.items()]
+        rates.sort(key=lambda x: float(x["lr"]) if x["lr"] else 0.0)
+        eligible = [x for x in rates if x["started"] and x["val_dice"] is not None]
+        chosen = max(eligible, key=lambda x: x["val_dice"])["token"] if eligible else None
+        choices.append({"arch": arch or None, "method": method, "k": k, "iterations": n, "rates": rates,
+                        "chosen": chosen})
+    return choices
+
+
+def rate_section(records: list[dict]) -> list[str]:
+    choices = rate_choices(records)
+    if not choices:
+        return []
+    lines = ["### Learning rates, chosen on the validation cases",
+             "Mean Dice of each rate (adapter / decoder + head group where they differ; 'default': the trainer's own); "
+             "**bold**: the chosen rate (best validation Dice among runs that started to learn). Test Dice is shown "
+             "for the record and was not used for the choice.", "",
+             "| method | k | iterations | rate | validation Dice | test Dice | draws |",
+             "|---|---|---|---|---|---|---|"]
+    for c in choices:
+        label = METHOD_LABELS.get(c["method"], c["method"]) + (f" ({c['arch']})" if c["arch"] else "")
+        for x in c["rates"]:
+            rate = (x["lr"] + (f" / {x['decoder_lr']}" if x["decoder_lr"] else "")) if x["lr"] else "default"
+            rate = f"**{rate}**" if x["token"] == c["chosen"] else rate
+            lines.append(f"| {label} | {c['k']} | {c['iterations']} | {rate} | {_fmt(x['val_dice'])}"
+                         f"{'' if x['started'] else ' *not started*'} | {_fmt(x['test_dice'])} | {x['draws']} |")
+    return lines
+
+
+def curves(records: list[dict]) -> dict[tuple[str, int], list[dict]]:
+    """(method label, k) -> one point per budget (mean over draws): iterations, test / validation Dice, compute
+    seconds, seconds per step, load; only for methods run at two or more budgets."""
+    by: dict[tuple[str, int], dict[int, list[dict]]] = {}
+    for r in records:
+        by.setdefault((method_label(r), r["k"]), {}).setdefault(r["iterations"], []).append(r)
+    out = {}
+    for key, by_n in by.items():
+        if len(by_n) < 2:
+            continue
+        out[key] = [{"iterations": n, "test_dice": _mean(r["summary"]["mean_dice"] for r in rs),
+                     "val_dice": _mean(_val(r) for r in rs), "compute_seconds": _mean(r.get("compute_seconds")
+                                                                                     for r in rs),
+                     "seconds_per_step": _mean(r["seconds_per_step"] for r in rs),
+                     "load": max(((r.get("load_average") or {}).get("median") or 0) for r in rs),
+                     "started": all(started_to_learn(r) for r in rs), "draws": len(rs)}
+                    for n, rs in sorted(by_n.items())]
+    return out
+
+
+def at_compute(points: list[dict], seconds: float, key: str = "test_dice") -> float | None:
+    """A curve's Dice at ``seconds`` of compute, interpolated linearly in log-seconds between measured budgets;
+    None outside the measured range (no extrapolation)."""
+    import math
+    xs = [p["compute_seconds"] for p in points]
+    if seconds < min(xs) * 0.999 or seconds > max(xs) * 1.001:
+        return None
+    for a, b in zip(points, points[1:]):
+        lo, hi = a["compute_seconds"], b["compute_seconds"]
+        if min(lo, hi) * 0.999 <= seconds <= max(lo, hi) * 1.001:
+            if a[key] is None or b[key] is None:
+                return None
+            if hi == lo:
+                return a[key]
+            t = (math.log(seconds) - math.log(lo)) / (math.log(hi) - math.log(lo))
+            return a[key] + min(max(t, 0.0), 1.0) * (b[key] - a[key])
+    return None
+
+
+def curve_section(records: list[dict]) -> list[str]:
+    cs = curves(records)
+    if not cs:
+        return []
+    cpus = max(((r.get("load_average") or {}).get("cpus") or 0) for r in records) or None
+    lines = ["### Learning curves",
+             "Each budget is its own run (the poly schedule depends on it). Compute: the sum of the training steps' "
+             "times. Load: the median 1-minute load average while training (the run itself counts; above "
+             f"{cpus or 'the number of'} cores something else shared the CPU and the times are not comparable).", "",
+             "| method | k | iterations | test Dice | validation Dice | compute (s) | s / step | load |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (label, k), points in sorted(cs.items()):
+        for pt in points:
+            lines.append(f"| {label} | {k} | {pt['iterations']} | {_fmt(pt['test_dice'])}"
+                         f"{'' if pt['started'] else ' *not started*'} | {_fmt(pt['val_dice'])} | "
+                         f"{_fmt(pt['compute_seconds'], 0)} | {_fmt(pt['seconds_per_step'], 2)} | "
+                         f"{_fmt(pt['load'], 1)} |")
+    reference = {k: pts for (label, k), pts in cs.items() if label == METHOD_LABELS["nnunet"]}
+    for k, ref in sorted(reference.items()):
+        others = {label: pts for (label, kk), pts in cs.items() if kk == k and label != METHOD_LABELS["nnunet"]}
+        if not others:
+            continue
+        lines += ["", f"Equal compute, k = {k}: test Dice of each method at the compute seconds nnU-Net from scratch "
+                      f"spent on each of its budgets (interpolated between measured budgets in log-seconds; '-': "
+                      f"outside the range measured).", "",
+                  "| method | " + " | ".join(f"{p['iterations']} it of nnU-Net ({_fmt(p['compute_seconds'], 0)} s)"
+                                            for p in ref) + " |", "|---|" + "---|" * len(ref),
+                  f"| {METHOD_LABELS['nnunet']} | " + " | ".join(_fmt(p["test_dice"]) for p in ref) + " |"]
+        for label, pts in sorted(others.items()):
+            lines.append(f"| {label} | " + " | ".join(_fmt(at_compute(pts, p["compute_seconds"])) for p in ref) + " |")
+    return lines
+
+
+def _token(r: dict) -> str:
+    return f"{r['arch'] + '-' if r['arch'] else ''}{r.get('method_token', r['method'])}"
+
+
+def paired_differences(records: list[dict], reference: str) -> list[dict]:
+    """Per (method label, k, budget) with two or more draws: the test Dice minus the reference's on the same draw
+    and budget (``reference``: a run's backbone and method token, 'nnunet' or 'unetr-full@1e-3'); mean and SD over
+    draws."""
+    ref = {(r["k"], r["draw"], r["iterations"]): r for r in records if _token(r) == reference}
+    out: dict[tuple, list[float]] = {}
+    for r in records:
+        other = ref.get((r["k"], r["draw"], r["iterations"]))
+        if other is None or other is r or not (started_to_learn(r) and started_to_learn(other)):
+            continue
+        out.setdefault((method_label(r), r["k"], r["iterations"]), []).append(
+            r["summary"]["mean_dice"] - other["summary"]["mean_dice"])
+    return [{"label": label, "k": k, "iterations": n, "diffs": d, "mean": statistics.mean(d),
+             "sd": statistics.stdev(d)} for (label, k, n), d in sorted(out.items()) if len(d) >= 2]
+
+
+def paired_section(records: list[dict]) -> list[str]:
+    lines = []
+    counts: dict[str, int] = {}
+    for r in records:
+        if r["method"] in ("nnunet", "full"):
+            counts[_token(r)] = counts.get(_token(r), 0) + 1
+    for reference in sorted(counts, key=lambda t: (not t.startswith("nnunet"), t)):
+        rows = paired_differences(records, reference)
+        if not rows:
+            continue
+        label = method_label(next(r for r in records if _token(r) == reference))
+        lines += ["" if lines else "### Paired differences over draws",
+                  f"Test Dice minus {label}'s on the same draw and budget (runs that started to learn); mean ± SD "
+                  f"over draws, and each draw's difference.", "",
+                  "| method | k | iterations | difference | per draw |", "|---|---|---|---|---|"]
+        lines += [f"| {x['label']} | {x['k']} | {x['iterations']} | {x['mean']:+.3f} ± {x['sd']:.3f} | "
+                  + ", ".join(f"{d:+.3f}" for d in x["diffs"]) + " |" for x in rows]
+    return lines
 
 
 def write_csvs(records: list[dict], out: Path) -> None:

@@ -300,3 +300,58 @@ def test_a_later_command_extends_the_folder_with_new_shots_and_keeps_folds(phant
     moved = resolve_settings(**{**common, "n_val": 0}, methods=["full"], shots=[2], draws=1)
     with pytest.raises(BenchmarkError, match="other fixed settings \\(val_cases differ"):
         Workdir(tmp_path / "w").open(moved)
+
+
+def _record(method, k=10, draw=0, n=500, lr=None, dlr=None, arch="unetr", test=0.5, val=0.5, empty=0, seconds=100.0):
+    token = method + (f"@{lr}" + (f",{dlr}" if dlr else "") if lr else "")
+    region = {"dice": test, "dice_undefined": 0, "hd95": 3.0, "hd95_undefined": 0, "abs_volume_error": 10.0}
+    return {"run": f"{arch + '-' if arch else ''}{token}-k{k}-d{draw}-{n}it", "arch": arch, "method": method,
+            "method_token": token, "lr": lr, "decoder_lr": dlr, "k": k, "draw": draw, "fold": 0, "iterations": n,
+            "n_test": 40, "n_val": 20, "regions": {"Anterior": [1], "Posterior": [2], "Anterior+Posterior": [1, 2]},
+            "summary": {"mean_dice": test, "empty_predictions": empty, "cases": 40,
+                        "regions": {name: region for name in ("Anterior", "Posterior", "Anterior+Posterior")}},
+            "val_summary": {"mean_dice": val, "empty_predictions": 0, "cases": 20}, "per_case": {},
+            "trainable": 10, "total": 100, "percent_trainable": 10.0, "seconds_per_step": seconds / n,
+            "compute_seconds": seconds, "load_average": {"median": 2.1, "max": 2.5, "cpus": 2},
+            "peak_memory_mib": 1000.0, "stored_bytes": 400, "stored_what": "adapter file"}
+
+
+def test_report_chooses_rates_on_validation_and_compares_at_equal_compute():
+    """The report's choices use validation Dice only, skip runs that have not started to learn, interpolate curves
+    at equal compute without extrapolating, and pair draws."""
+    from types import SimpleNamespace
+
+    from hippo_peft.benchmark_report import at_compute, curves, markdown, paired_differences, rate_choices
+    records = [_record("lorapt", k=20, lr="3e-4", val=0.5, test=0.9),  # best on the test set: must not matter
+               _record("lorapt", k=20, lr="1e-3", val=0.7, test=0.6),
+               _record("lorapt", k=20, lr="3e-3", val=0.8, test=0.7, empty=4),  # 10 % empty: has not started to learn
+               _record("full", k=20, lr="1e-3", val=0.6), _record("full", k=20, lr="3e-3", val=0.65, dlr=None)]
+    choices = {c["method"]: c for c in rate_choices(records)}
+    assert choices["lorapt"]["chosen"] == "lorapt@1e-3" and choices["full"]["chosen"] == "full@3e-3"
+    assert [x["lr"] for x in choices["lorapt"]["rates"]] == ["3e-4", "1e-3", "3e-3"]
+
+    curve = [_record("nnunet", arch=None, k=5, n=250, seconds=100, test=0.5),
+             _record("nnunet", arch=None, k=5, n=500, seconds=200, test=0.7),
+             _record("full", lr="1e-3", k=5, n=250, seconds=50, test=0.4),
+             _record("full", lr="1e-3", k=5, n=500, seconds=100, test=0.6),
+             _record("full", lr="1e-3", k=5, n=1000, seconds=200, test=0.8)]
+    cs = curves(curve)
+    full = cs[("full fine-tuning lr 1e-3 (unetr)", 5)]
+    assert [p["iterations"] for p in full] == [250, 500, 1000]
+    assert at_compute(full, 100) == pytest.approx(0.6) and at_compute(full, 200) == pytest.approx(0.8)
+    assert at_compute(full, (100 * 200) ** 0.5) == pytest.approx(0.7)  # halfway in log-seconds
+    assert at_compute(full, 400) is None and at_compute(full, 20) is None  # never extrapolated
+
+    draws = [_record("nnunet", arch=None, draw=d, test=t) for d, t in enumerate((0.6, 0.7, 0.8))]
+    draws += [_record("lorapt", lr="1e-3", draw=d, test=t) for d, t in enumerate((0.7, 0.7, 0.9))]
+    draws += [_record("full", lr="1e-3", draw=d, test=0.1, empty=40 if d == 0 else 0) for d in range(3)]
+    diffs = {x["label"]: x for x in paired_differences(draws, "nnunet")}
+    assert diffs["LoRA-PT lr 1e-3 (unetr)"]["diffs"] == pytest.approx([0.1, 0.0, 0.1])
+    assert diffs["full fine-tuning lr 1e-3 (unetr)"]["diffs"] == pytest.approx([-0.6, -0.7])  # draw 0 never learned
+
+    settings = SimpleNamespace(preset="compact", device="cpu")
+    text = markdown(records + curve + draws, settings)
+    assert "### Learning rates, chosen on the validation cases" in text and "| **1e-3** |" in text
+    assert "### Learning curves" in text and "Equal compute, k = 5" in text
+    assert "### Paired differences over draws" in text and "+0.067 ± 0.058" in text
+    assert "*not started*" in text
