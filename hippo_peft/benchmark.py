@@ -713,6 +713,23 @@ def summarize_cases(per_case: dict, regions: dict) -> dict:
             "predictions_missing_a_label": missing, "cases": len(per_case)}
 
 
+def write_folder_report(workdir: str) -> Path:
+    """The report of every finished run in a benchmark work folder, written to its ``report/``; trains nothing and
+    reads only the folder's own records (so it also works while a benchmark is running)."""
+    from types import SimpleNamespace
+
+    from hippo_peft.benchmark_report import write_report
+    w = Workdir(Path(workdir).resolve())
+    if not w.settings_file.is_file():
+        raise BenchmarkError(f"{w.root} holds no benchmark.json: not a work folder of `hippo-peft benchmark`.")
+    records = [json.loads(f.read_text()) for f in sorted(w.runs.glob("*.json"))]
+    if not records:
+        raise BenchmarkError(f"{w.root} has no finished run yet (runs/ is empty): nothing to report.")
+    settings = w.settings()
+    write_report(records, SimpleNamespace(preset=settings["preset"], device=settings["device"]), w.report)
+    return w.report / "benchmark.md"
+
+
 def run_benchmark(workdir: str, **kwargs) -> list[dict]:
     settings = resolve_settings(**kwargs)
     return Benchmark(settings, workdir).run()

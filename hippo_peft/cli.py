@@ -74,6 +74,11 @@ def _cmd_benchmark(args):
                   n_val=args.n_val)
 
 
+def _cmd_benchmark_report(args):
+    from hippo_peft.benchmark import write_folder_report
+    print(f"report: {write_folder_report(args.workdir)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hippo-peft", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -200,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"choosing rates and budgets without looking at the test set (default "
                         f"{PROFILES['cpu']['n_val']}; 0: none)")
     s.set_defaults(func=_cmd_benchmark)
+    s = sub.add_parser("benchmark-report", help="rewrite a benchmark work folder's report from its finished runs "
+                                                "(also while a benchmark is still running); trains nothing")
+    s.add_argument("workdir", help="a work folder made by `hippo-peft benchmark`")
+    s.set_defaults(func=_cmd_benchmark_report)
     # --- end benchmark ---
     return p
 

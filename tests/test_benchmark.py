@@ -355,3 +355,19 @@ def test_report_chooses_rates_on_validation_and_compares_at_equal_compute():
     assert "### Learning curves" in text and "Equal compute, k = 5" in text
     assert "### Paired differences over draws" in text and "+0.067 ± 0.058" in text
     assert "*not started*" in text
+
+
+def test_benchmark_report_rewrites_a_folders_report_from_its_runs(tmp_path, capsys):
+    """`hippo-peft benchmark-report WORKDIR` reports the finished runs (e.g. while a benchmark still runs), and
+    refuses a folder that is not a benchmark's or has no finished run."""
+    work = tmp_path / "work"
+    assert "holds no benchmark.json" in cli_error(capsys, ["benchmark-report", str(work)])
+    (work / "runs").mkdir(parents=True)
+    (work / "benchmark.json").write_text(json.dumps({"preset": "compact", "device": "cpu"}))
+    assert "no finished run yet" in cli_error(capsys, ["benchmark-report", str(work)])
+    for r in (_record("lorapt", lr="1e-3", val=0.7), _record("lorapt", lr="3e-3", val=0.6)):
+        (work / "runs" / f"{r['run']}.json").write_text(json.dumps(r))
+    assert main(["benchmark-report", str(work)]) == 0
+    text = (work / "report" / "benchmark.md").read_text()
+    assert "LoRA-PT lr 1e-3 (unetr)" in text and "| **1e-3** |" in text
+    assert len(list(csv.DictReader(open(work / "report" / "runs.csv")))) == 2

@@ -1,0 +1,11 @@
+# Copy the finished runs' records and the report of the evidence work folder into the repository
+# (docs/benchmark/evidence/): run records (JSON: settings, draws, per-case metrics), CSVs, tables and plots.
+# Neither images nor labels nor weights are copied.
+source "$(dirname "$0")/common.sh"
+OUT=docs/benchmark/evidence
+"$HP" benchmark-report "$WORKDIR"   # the report of every finished run, also while a step still runs
+mkdir -p "$OUT/runs"
+cp "$WORKDIR"/runs/*.json "$OUT/runs/"
+cp "$WORKDIR"/benchmark.json "$OUT/"
+cp "$WORKDIR"/report/{benchmark.md,runs.csv,cases.csv} "$OUT/"
+cp "$WORKDIR"/report/*.png "$OUT/"
