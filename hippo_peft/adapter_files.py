@@ -56,8 +56,9 @@ def _managers(plans: dict, dataset_json: dict, configuration: str):
 def load_trained(fold_dir: Path):
     """(adapted network with the checkpoint loaded, checkpoint, plans, dataset_json, trainer class)."""
     from hippo_peft import trainers
-    checkpoint = torch.load(fold_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    name = checkpoint.get("trainer_name")
+    from hippo_peft.safe_load import load_weights_file
+    checkpoint = load_weights_file(fold_dir / "checkpoint_final.pth")
+    name = checkpoint.get("trainer_name") if isinstance(checkpoint, dict) else None
     trainer = getattr(trainers, name, None) if name else None
     if trainer is None or not issubclass(trainer, trainers.nnUNetTrainer_AdapterBase):
         raise ValueError(f"{fold_dir} was trained with {name}, not a hippo_peft adapter trainer "
@@ -131,8 +132,9 @@ def _write_model_folder(output: Path, network: nn.Module, trainer_name: str, pla
 
 
 def apply_adapter(adapter_dir: str | Path, base_weights: str | Path, plans_file: str | Path, output: str | Path,
-                  merge: bool = False, overwrite: bool = False) -> Path:
-    """Base weights + adapter file -> an nnU-Net model folder (adapted, or merged into the base network)."""
+                  merge: bool = False, overwrite: bool = False, trust_pickle: bool = False) -> Path:
+    """Base weights + adapter file -> an nnU-Net model folder (adapted, or merged into the base network);
+    ``trust_pickle``: the base checkpoint may be unpickled without the allow-list (see hippo_peft.safe_load)."""
     from safetensors.torch import load_file
 
     from hippo_peft.import_weights import network_from_plans
@@ -154,7 +156,7 @@ def apply_adapter(adapter_dir: str | Path, base_weights: str | Path, plans_file:
             f"{meta['network_class_name']} {meta['arch_kwargs']} at patch {meta['patch_size']}. Use the plans of the "
             f"adapter's training (its model folder's plans.json). Nothing was written.")
     net, in_channels = network_from_plans(plans_file, configuration)
-    transfer_weights(net, read_state_dict(base_weights), in_channels)
+    transfer_weights(net, read_state_dict(base_weights, trust_pickle), in_channels)
     config_obj = adapters.config_from_dict(meta["config"])
     fingerprint = adapters.base_fingerprint(net, config_obj)
     if fingerprint != meta["base_fingerprint"]:

@@ -451,14 +451,14 @@ def _write_merged_labels(raw: Path, folder: Path, cases: list[str], ending: str)
         sitk.WriteImage(merged, str(folder / "labelsTr" / f"{case}{ending}"))
 
 
-def check_source_checkpoint(checkpoint: str, plans_file: Path, arch: str) -> None:
+def check_source_checkpoint(checkpoint: str, plans_file: Path, arch: str, trust_pickle: bool = False) -> None:
     """Refuse a checkpoint that does not fit the planned ``arch`` network (another backbone or preset)."""
     from hippo_peft.import_weights import network_from_plans
     from hippo_peft.weights import WeightsMismatchError, read_state_dict, transfer_weights
 
     network, in_channels = network_from_plans(plans_file)
     try:
-        report = transfer_weights(network, read_state_dict(checkpoint), in_channels)
+        report = transfer_weights(network, read_state_dict(checkpoint, trust_pickle), in_channels)
     except WeightsMismatchError as e:
         name = get_arch(arch).network_class_name.rsplit(".", 1)[-1]
         raise BenchmarkError(f"--source {checkpoint} does not fit the {name} planned for this benchmark ({plans_file.stem})"
@@ -468,13 +468,19 @@ def check_source_checkpoint(checkpoint: str, plans_file: Path, arch: str) -> Non
 
 # ------------------------------------------------------------------------------------------------ the benchmark
 class Benchmark:
-    def __init__(self, settings: Settings, workdir: str | Path, echo: bool = True):
+    def __init__(self, settings: Settings, workdir: str | Path, echo: bool = True, trust_pickle: bool = False):
         self.s = settings
+        self.trust_pickle = trust_pickle
         self.w = Workdir(Path(workdir).resolve())
         self.echo = echo
         self.w.open(self.s)
         self.env = nnunet_env(self.w.root / "nnunet")
         self.env["nnUNet_compile"] = "f"  # compilation time would dominate these short runs
+        if trust_pickle:  # the user's opt-in for the --source checkpoint, logged by every run that loads it
+            from hippo_peft.safe_load import TRUST_ENV
+            self.env[TRUST_ENV] = "1"
+            print(f"--trust-pickle: the source checkpoint may be unpickled without the allow-list ({TRUST_ENV}=1 "
+                  f"for every nnUNetv2_train run of this command).")
         self.raw, self.pre, self.results = (Path(self.env[k]) for k in ("nnUNet_raw", "nnUNet_preprocessed",
                                                                          "nnUNet_results"))
         self.target_json, _ = labelled_cases(Path(self.s.target))
@@ -517,7 +523,8 @@ class Benchmark:
                 self._cmd([hp, "plan", "-d", str(TARGET_ID), "--arch", arch, "--preset", s.preset, "-np", "1",
                            "--no-preprocess", "--overwrite"], "plan")
                 if s.source_kind == "checkpoint":  # before any preprocessing or training
-                    check_source_checkpoint(s.source, self.pre / self.target_name / f"{self.plans(arch)}.json", arch)
+                    check_source_checkpoint(s.source, self.pre / self.target_name / f"{self.plans(arch)}.json", arch,
+                                            self.trust_pickle)
                 self._cmd([console_script("nnUNetv2_preprocess"), "-d", str(TARGET_ID), "-plans_name",
                            self.plans(arch), "-c", "3d_fullres", "-np", "1"], "plan")
                 self.w.mark(f"plan-{arch}")
@@ -730,6 +737,9 @@ def write_folder_report(workdir: str) -> Path:
     return w.report / "benchmark.md"
 
 
-def run_benchmark(workdir: str, **kwargs) -> list[dict]:
+def run_benchmark(workdir: str, trust_pickle: bool = False, **kwargs) -> list[dict]:
     settings = resolve_settings(**kwargs)
-    return Benchmark(settings, workdir).run()
+    if settings.source_kind == "checkpoint":  # readable, finite and safe to load, before anything is written
+        from hippo_peft.weights import read_state_dict
+        read_state_dict(settings.source, trust_pickle)
+    return Benchmark(settings, workdir, trust_pickle=trust_pickle).run()

@@ -38,7 +38,13 @@ def _cmd_uninstall_shim(args):
 
 def _cmd_import_weights(args):
     from hippo_peft.import_weights import import_weights
-    import_weights(args.source, args.plans, args.output, args.configuration, args.min_fraction, args.overwrite)
+    import_weights(args.source, args.plans, args.output, args.configuration, args.min_fraction, args.overwrite,
+                   args.trust_pickle)
+
+
+def _cmd_convert_weights(args):
+    from hippo_peft.import_weights import convert_weights
+    convert_weights(args.source, args.output, args.trust_pickle, args.overwrite)
 
 
 def _cmd_export_adapter(args):
@@ -48,7 +54,7 @@ def _cmd_export_adapter(args):
 
 def _cmd_apply_adapter(args):
     from hippo_peft.adapter_files import apply_adapter
-    apply_adapter(args.adapter, args.base, args.plans, args.output, args.merge, args.overwrite)
+    apply_adapter(args.adapter, args.base, args.plans, args.output, args.merge, args.overwrite, args.trust_pickle)
 
 
 def _cmd_merge(args):
@@ -71,12 +77,16 @@ def _cmd_benchmark(args):
                   shots=args.shots, draws=args.draws, seed=args.seed, preset=args.preset, iterations=args.iterations,
                   source_iterations=args.source_iterations, device=args.device, n_test=n_test,
                   test_cases=args.test_cases, train_draws_file=args.train_draws, n_source=args.n_source,
-                  n_val=args.n_val)
+                  n_val=args.n_val, trust_pickle=args.trust_pickle)
 
 
 def _cmd_benchmark_report(args):
     from hippo_peft.benchmark import write_folder_report
     print(f"report: {write_folder_report(args.workdir)}")
+
+
+TRUST_HELP = ("unpickle the file even if it needs globals outside the allow-list; it can run code: only for "
+              "files whose origin you trust")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-fraction", type=float, default=0.5,
                    help="refuse when less than this fraction of the network's numbers can be loaded (default 0.5)")
     s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
     s.set_defaults(func=_cmd_import_weights)
 
     s = sub.add_parser("export-adapter", help="write a trained adapter (safetensors + JSON config) from a fold folder")
@@ -122,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="folder to write adapter.safetensors + adapter_config.json")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_cmd_export_adapter)
+
+    s = sub.add_parser("convert-weights", help="turn a trusted research checkpoint (pickled extras such as "
+                                               "argparse.Namespace) into a plain .safetensors file, once")
+    s.add_argument("source", help=".pt/.pth/.ckpt checkpoint")
+    s.add_argument("-o", "--output", required=True, help=".safetensors file to write")
+    s.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    s.set_defaults(func=_cmd_convert_weights)
 
     s = sub.add_parser("apply-adapter", help="base weights + adapter file -> an nnU-Net model folder; refuses an "
                                              "adapter trained on other base weights")
@@ -132,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="model folder to write (fold_all/checkpoint_final.pth)")
     s.add_argument("--merge", action="store_true", help="fold the adapter into the base network's weights")
     s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP.replace("the file", "the --base checkpoint"))
     s.set_defaults(func=_cmd_apply_adapter)
 
     s = sub.add_parser("merge", help="fold a trained adapter model folder (all folds) into plain base-network "
@@ -200,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-cases", nargs="+", help="explicit test case ids, or one text file with an id per line")
     s.add_argument("--train-draws", help="JSON file of explicit draws {\"5\": [[case, ...], ...], ...}")
     s.add_argument("--n-source", type=int, default=40, help="target cases for --source label-shift (default 40)")
+    s.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP.replace("file", "--source checkpoint")
+                   + " (passed on to the benchmark's nnUNetv2_train runs as HIPPO_PEFT_TRUST_PICKLE=1)")
     s.add_argument("--n-val", type=int, default=-1,
                    help=f"validation cases, drawn after the test set and never trained on: scored apart, for "
                         f"choosing rates and budgets without looking at the test set (default "

@@ -15,7 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 from hippo_peft.commands import console_script as _bin
 from hippo_peft.commands import nnunet_env
@@ -100,8 +99,9 @@ def run_demo(workdir: str | None = None, raw: str | None = None, arch: str = "un
                        / "checkpoint_final.pth")
         adapt = [train[0], str(TARGET_ID), "3d_fullres", "all", "-tr", adapt_trainer, "-p", plans, "-device", "cpu"]
         timings["adapt target"] = _run(adapt + ["-pretrained_weights", str(source_ckpt)], env, log)
-        adapted = torch.load(Path(env["nnUNet_results"]) / target.name / f"{adapt_trainer}__{plans}__3d_fullres"
-                             / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        from hippo_peft.safe_load import load_weights_file
+        adapted = load_weights_file(Path(env["nnUNet_results"]) / target.name / f"{adapt_trainer}__{plans}__3d_fullres"
+                                    / "fold_all" / "checkpoint_final.pth")
         trainable = adapted.get("hippo_peft_adapter", {}).get("trainable") or {
             "trainable": sum(v.numel() for v in adapted["network_weights"].values() if v.is_floating_point()),
             "total": sum(v.numel() for v in adapted["network_weights"].values() if v.is_floating_point()),

@@ -1,6 +1,7 @@
 """`hippo-peft import-weights`: a foreign checkpoint -> an nnU-Net-style file for ``-pretrained_weights``."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -34,15 +35,44 @@ def network_from_plans(plans_file: str | Path, configuration: str = "3d_fullres"
 
 
 def import_weights(source: str | Path, plans_file: str | Path, output: str | Path, configuration: str = "3d_fullres",
-                   min_fraction: float = 0.5, overwrite: bool = False) -> LoadReport:
+                   min_fraction: float = 0.5, overwrite: bool = False, trust_pickle: bool = False) -> LoadReport:
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it. Nothing was written.")
     net, in_channels = network_from_plans(plans_file, configuration)
-    report = transfer_weights(net, read_state_dict(source), in_channels, min_fraction)
+    report = transfer_weights(net, read_state_dict(source, trust_pickle), in_channels, min_fraction)
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"network_weights": net.state_dict(),
                 "hippo_peft_import": {"source": str(source), "plans": str(plans_file), **report.to_dict()}}, output)
     print(report.format())
     print(f"Wrote {output}; use it with nnUNetv2_train ... -pretrained_weights {output}")
     return report
+
+
+def convert_weights(source: str | Path, output: str | Path, trust_pickle: bool = False,
+                    overwrite: bool = False) -> Path:
+    """A trusted research checkpoint -> a plain ``.safetensors`` file of its state dict (wrappers and ``module.`` /
+    ``_orig_mod.`` prefixes removed), which every hippo_peft command and trainer then loads without opt-in.
+
+    Args:
+        source: the checkpoint; pickled extras (``argparse.Namespace``, whole modules) need ``trust_pickle``.
+        output: a ``.safetensors`` file, written atomically (a temporary file beside it, then renamed).
+        trust_pickle: unpickle without the allow-list: only for a file whose origin you trust.
+        overwrite: replace an existing ``output``.
+    """
+    from safetensors.torch import save_file
+    output = Path(output)
+    if output.suffix != ".safetensors":
+        raise ValueError(f"{output}: the converted file must end in .safetensors. Nothing was written.")
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it. Nothing was written.")
+    state = read_state_dict(source, trust_pickle)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    # safetensors wants contiguous tensors that share no memory
+    save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(tmp),
+              metadata={"converted_from": Path(source).name, "by": "hippo-peft convert-weights"})
+    os.replace(tmp, output)
+    print(f"Wrote {output}: {len(state)} tensors, {sum(v.numel() for v in state.values()):,} numbers. Use it "
+          f"anywhere a checkpoint is asked for (-pretrained_weights, import-weights, apply-adapter --base).")
+    return output

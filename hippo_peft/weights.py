@@ -18,7 +18,6 @@ is refused. Every decision is returned in a :class:`LoadReport` and printed.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -66,26 +65,18 @@ class LoadReport:
                 "skipped": self.skipped, "unused": self.unused, "fraction": self.fraction}
 
 
-def _torch_load(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as safe_error:  # nnU-Net checkpoints also pickle numpy scalars in their logs
-        warnings.warn(f"{path} holds more than tensors ({type(safe_error).__name__}); loading it with pickle. Only "
-                      f"load checkpoints you trust.")
-        return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, trust_pickle: bool | None = None) -> dict[str, torch.Tensor]:
     """Read a state dict from an nnU-Net checkpoint, a plain (MONAI) state dict, a ``state_dict``/``net`` wrapper or
-    a ``.safetensors`` file; ``module.`` / ``_orig_mod.`` prefixes (DDP, torch.compile) are removed."""
+    a ``.safetensors`` file; ``module.`` / ``_orig_mod.`` prefixes (DDP, torch.compile) are removed.
+
+    Args:
+        path: the weights file, read by :func:`hippo_peft.safe_load.load_weights_file` (never runs code from it).
+        trust_pickle: unpickle without the allow-list; ``None`` takes ``HIPPO_PEFT_TRUST_PICKLE`` from the
+            environment (the ``nnUNetv2_train`` path).
+    """
+    from hippo_peft.safe_load import WeightsFileError, load_weights_file, trust_from_env
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Pre-trained weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        obj = load_file(str(path))
-    else:
-        obj = _torch_load(path)
+    obj = load_weights_file(path, trust_from_env() if trust_pickle is None else trust_pickle)
     for _ in range(3):  # wrappers can nest, e.g. {"model": {"state_dict": ...}}
         if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
             inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
@@ -98,6 +89,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not tensors:
         raise WeightsMismatchError(f"{path} contains no state dict (looked at the top level and under "
                                    f"{', '.join(WRAPPER_KEYS)}).")
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise WeightsFileError(f"{path}: {len(broken)} tensor(s) hold NaN or Inf ({', '.join(broken[:3])}"
+                               f"{' ...' if len(broken) > 3 else ''}): the training that wrote them diverged. Use "
+                               f"another checkpoint.")
     out = {}
     for k, v in tensors.items():
         for prefix in STRIP_PREFIXES:
@@ -167,6 +163,9 @@ def transfer_weights(network: nn.Module, source: dict[str, torch.Tensor], in_cha
 def load_pretrained(network: nn.Module, path: str | Path, in_channels: int, min_fraction: float = 0.5,
                     log: Callable[[str], None] = print) -> LoadReport:
     """Read ``path`` and transfer it into ``network``; the report is passed to ``log``."""
+    from hippo_peft.safe_load import TRUST_ENV, trust_from_env
+    if trust_from_env():
+        log(f"{TRUST_ENV}=1: {path} may be unpickled without the allow-list (only for files you trust).")
     report = transfer_weights(network, read_state_dict(path), in_channels, min_fraction)
     log(f"Loaded pre-trained weights from {path}\n{report.format()}")
     return report

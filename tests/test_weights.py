@@ -104,7 +104,8 @@ def test_unetr_patch_size_mismatch_explains_the_fix():
 
 
 def test_missing_or_empty_files(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    from hippo_peft.safe_load import WeightsFileError
+    with pytest.raises(WeightsFileError, match="no such file"):
         read_state_dict(tmp_path / "nope.pt")
     torch.save({"epoch": 1, "note": "no tensors"}, tmp_path / "empty.pt")
     with pytest.raises(WeightsMismatchError, match="no state dict"):

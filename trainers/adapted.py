@@ -12,6 +12,7 @@ from torch import nn
 from hippo_peft import adapters
 from hippo_peft.adapter_files import CHECKPOINT_KEY
 from hippo_peft.trainers.base import SHORT, SMOKE, Schedule, nnUNetTrainer_TransformerBase
+from hippo_peft.safe_load import load_weights_file, trust_from_env
 from hippo_peft.weights import load_pretrained
 
 
@@ -117,7 +118,7 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
         super().save_checkpoint(filename)
         if self.local_rank == 0 and not self.disable_checkpointing:
             # nnU-Net writes the checkpoint dict itself; add what was trained, for humans and for our tools
-            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+            checkpoint = load_weights_file(filename)  # nnU-Net's file, just written: the allow-list suffices
             checkpoint[CHECKPOINT_KEY] = {"method": self.method, "config": self.adapter_config().to_dict(),
                                           "optimizer_groups": [g["name"] for g in self.optimizer.param_groups],
                                           "trainable": adapters.trainable_report(self.plain_network).to_dict(),
@@ -128,7 +129,7 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
     def load_checkpoint(self, filename_or_checkpoint):
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):
-            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            checkpoint = load_weights_file(checkpoint, trust_from_env())
         record = checkpoint.get(CHECKPOINT_KEY, {})
         recorded = record.get("config")
         if recorded is not None:

@@ -1,0 +1,173 @@
+"""Loading weights never runs code from the file: the allow-list policy of hippo_peft.safe_load, the opt-in, and one
+clear line (exit 2 through the CLI) for every corrupt or wrong file."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hippo_peft.safe_load import UnsafeCheckpointError, WeightsFileError, load_weights_file
+from hippo_peft.weights import read_state_dict
+from tests.conftest import bin_path, minimal_plans
+
+
+class _Payload:
+    """Unpickling this calls os.system: the attack a downloaded checkpoint can carry."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _state() -> dict:
+    torch.manual_seed(0)
+    return {"layer.weight": torch.randn(4, 3), "layer.bias": torch.zeros(4)}
+
+
+def _nnunet_like(path: Path, numpy_spelling: str | None = None) -> Path:
+    """A checkpoint shaped like nnU-Net's (numpy scalars in its logging dict); optionally with the pickled numpy
+    module renamed (numpy 1 wrote numpy.core.multiarray, numpy 2 writes numpy._core.multiarray)."""
+    torch.save({"network_weights": _state(), "optimizer_state": {}, "grad_scaler_state": None,
+                "logging": {"mean_fg_dice": [np.float32(0.5), np.float64(0.25)], "epoch_end_timestamps": [1.0]},
+                "_best_ema": np.float32(0.4), "current_epoch": 3, "init_args": {"fold": 0},
+                "trainer_name": "nnUNetTrainer_UNETR_LoRAPT", "inference_allowed_mirroring_axes": (0, 1, 2)}, path)
+    if numpy_spelling:
+        with zipfile.ZipFile(path) as z:
+            entries = {n: z.read(n) for n in z.namelist()}
+        pkl = next(n for n in entries if n.endswith("data.pkl"))
+        assert b"numpy._core.multiarray" in entries[pkl]
+        entries[pkl] = entries[pkl].replace(b"numpy._core.multiarray", numpy_spelling.encode())
+        with zipfile.ZipFile(path, "w") as z:
+            for n, data in entries.items():
+                z.writestr(n, data)
+    return path
+
+
+def test_payload_is_refused_before_unpickling_and_named(tmp_path):
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": _state(), "extra": _Payload(marker)}, path)
+    with pytest.raises(UnsafeCheckpointError) as err:
+        load_weights_file(path)
+    assert not marker.exists(), "the payload ran"
+    assert "posix.system" in str(err.value) or "os.system" in str(err.value)
+    assert "--trust-pickle" in str(err.value) and "convert-weights" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_namespace_needs_the_opt_in_and_loads_with_it(tmp_path, monkeypatch):
+    path = tmp_path / "research.pth"
+    torch.save({"state_dict": _state(), "args": argparse.Namespace(lr=1e-4)}, path)
+    with pytest.raises(UnsafeCheckpointError, match="argparse.Namespace"):
+        read_state_dict(path)
+    assert set(read_state_dict(path, trust_pickle=True)) == set(_state())
+    monkeypatch.setenv("HIPPO_PEFT_TRUST_PICKLE", "1")  # the nnUNetv2_train path
+    assert set(read_state_dict(path)) == set(_state())
+
+
+@pytest.mark.parametrize("spelling", [None, "numpy.core.multiarray"])
+def test_nnunet_checkpoints_and_plain_state_dicts_load_without_opt_in(tmp_path, spelling):
+    ckpt = load_weights_file(_nnunet_like(tmp_path / "ckpt.pth", spelling))
+    assert ckpt["current_epoch"] == 3 and float(ckpt["_best_ema"]) == pytest.approx(0.4)
+    assert torch.equal(read_state_dict(tmp_path / "ckpt.pth")["layer.weight"], _state()["layer.weight"])
+    torch.save(_state(), tmp_path / "monai.pt")  # a plain MONAI state dict
+    assert set(read_state_dict(tmp_path / "monai.pt")) == set(_state())
+
+
+def test_a_real_nnunet_checkpoint_loads_without_opt_in():
+    """A checkpoint written by nnU-Net's own trainer (found in a benchmark folder of this machine, if any)."""
+    found = sorted(Path("/work").glob("bench_*/nnunet/nnUNet_results/*/nnUNetTrainer_*it__nnUNetPlans__*/fold_*/"
+                                      "checkpoint_final.pth"))
+    if not found:
+        pytest.skip("no checkpoint of nnU-Net's own trainer on this machine (made by `hippo-peft benchmark`)")
+    ckpt = load_weights_file(found[0])
+    assert ckpt["trainer_name"].startswith("nnUNetTrainer") and ckpt["network_weights"]
+
+
+def _corrupt_files(tmp_path: Path) -> dict[str, Path]:
+    files = {}
+    good = tmp_path / "good.pth"
+    torch.save({"network_weights": _state()}, good)
+    data = good.read_bytes()
+    files["random bytes"] = tmp_path / "random.pth"
+    files["random bytes"].write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    for n in (10, len(data) // 2, len(data) - 20):
+        files[f"truncated at {n}"] = tmp_path / f"trunc{n}.pth"
+        files[f"truncated at {n}"].write_bytes(data[:n])
+    files["empty"] = tmp_path / "empty.pth"
+    files["empty"].write_bytes(b"")
+    import SimpleITK as sitk
+    files["nifti"] = tmp_path / "image.nii.gz"
+    sitk.WriteImage(sitk.Image(4, 4, 4, sitk.sitkUInt8), str(files["nifti"]))
+    files["directory"] = tmp_path / "a_folder"
+    files["directory"].mkdir()
+    from safetensors.torch import save_file
+    tampered = tmp_path / "tampered.safetensors"
+    save_file(_state(), str(tampered))
+    raw = bytearray(tampered.read_bytes())
+    header = raw[8:8 + int.from_bytes(raw[:8], "little")].decode()
+    raw[8:8 + len(header)] = header.replace('"F32"', '"F64"', 1).encode()  # dtype now claims twice the bytes
+    tampered.write_bytes(bytes(raw))
+    files["tampered safetensors header"] = tampered
+    files["NaN weights"] = tmp_path / "nan.pth"
+    torch.save({"w": torch.tensor([1.0, float("nan")]), "b": torch.tensor([float("inf")])}, files["NaN weights"])
+    return files
+
+
+def test_corrupt_or_wrong_files_give_one_line(tmp_path):
+    for case, path in _corrupt_files(tmp_path).items():
+        with pytest.raises(WeightsFileError) as err:
+            read_state_dict(path)
+        message = str(err.value)
+        assert str(path) in message and "\n" not in message, (case, message)
+
+
+def test_commands_refuse_the_payload_and_corrupt_files_with_exit_2(tmp_path, nnunet_env):
+    """Through the real command: the payload never runs, one line names the global; nothing is written."""
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": _state(), "extra": _Payload(marker)}, evil)
+    plans, dataset_json = minimal_plans("unetr", "tiny", [32, 32, 32])
+    (tmp_path / "plans.json").write_text(json.dumps(plans))
+    (tmp_path / "dataset.json").write_text(json.dumps(dataset_json))
+    out = tmp_path / "out.pth"
+    for cmd in ([bin_path("hippo-peft"), "import-weights", str(evil), "--plans", str(tmp_path / "plans.json"), "-o",
+                 str(out)],
+                [bin_path("hippo-peft"), "convert-weights", str(evil), "-o", str(tmp_path / "out.safetensors")]):
+        proc = subprocess.run(cmd, env=nnunet_env, cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 2 and not marker.exists(), proc.stderr
+        assert "system" in proc.stderr and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+        assert not out.exists() and not (tmp_path / "out.safetensors").exists()
+    (tmp_path / "bad").mkdir()
+    for case, path in _corrupt_files(tmp_path / "bad").items():
+        proc = subprocess.run([bin_path("hippo-peft"), "convert-weights", str(path), "-o",
+                               str(tmp_path / "c.safetensors")], env=nnunet_env, cwd=tmp_path, capture_output=True,
+                              text=True)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, (case,
+                                                                                                      proc.stderr)
+        assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_convert_weights_makes_a_file_everything_loads(tmp_path, nnunet_env):
+    research = tmp_path / "research.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in _state().items()}, "args": argparse.Namespace(lr=1)}, research)
+    out = tmp_path / "plain.safetensors"
+    cmd = [bin_path("hippo-peft"), "convert-weights", str(research), "-o", str(out)]
+    refused = subprocess.run(cmd, env=nnunet_env, cwd=tmp_path, capture_output=True, text=True)
+    assert refused.returncode == 2 and "argparse.Namespace" in refused.stderr and not out.exists()
+    done = subprocess.run(cmd + ["--trust-pickle"], env=nnunet_env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded = read_state_dict(out)  # no opt-in needed any more
+    assert set(loaded) == set(_state()) and torch.equal(loaded["layer.weight"], _state()["layer.weight"])
+    again = subprocess.run(cmd + ["--trust-pickle"], env=nnunet_env, cwd=tmp_path, capture_output=True, text=True)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
