@@ -160,6 +160,24 @@ def labelled_cases(raw: Path) -> tuple[dict, list[str]]:
     return dataset_json, cases
 
 
+def _check_complete(raw: Path, cases: list[str]) -> None:
+    """Every image and label of ``cases`` decodes to its end (a cut-short .nii.gz would read with zeros)."""
+    from hippo_peft.image_check import IncompleteImageError, check_complete
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    ending, channels = dataset_json["file_ending"], len(dataset_json["channel_names"])
+    problems = []
+    for case in cases:
+        for f in [raw / "labelsTr" / f"{case}{ending}"] + [raw / "imagesTr" / f"{case}_{c:04d}{ending}"
+                                                            for c in range(channels)]:
+            try:
+                check_complete(f)
+            except IncompleteImageError as e:
+                problems.append(str(e))
+    if problems:
+        raise BenchmarkError(f"{len(problems)} file(s) of {raw} are cut short or corrupt: " + "; ".join(problems[:10])
+                             + (" ..." if len(problems) > 10 else "") + ". Copy them again; nothing was trained.")
+
+
 def _case_list(value) -> list[str]:
     """Case ids from a list, or from a text file (one id per line) given as a one-element list."""
     if value and len(value) == 1 and Path(value[0]).is_file():
@@ -285,6 +303,7 @@ def resolve_settings(target: str, source: str | None = None, archs=("unetr",), m
     leaked = sorted(drawn & set(source_cases))
     if leaked:
         raise BenchmarkError(f"Training draws contain label-shift source cases: {', '.join(leaked)}.")
+    _check_complete(target_path, sorted(drawn | set(test_cases) | set(val_cases) | set(source_cases)))
     return Settings(target=str(target_path), source=source, source_kind=source_kind, archs=list(archs),
                     methods=list(methods), shots=shots, draws=draws, seed=seed, preset=preset, iterations=iterations,
                     source_iterations=source_iterations, device=device, test_cases=sorted(test_cases),

@@ -222,7 +222,8 @@ def read_label_map(path: Path, reader_class) -> tuple[np.ndarray, tuple[float, .
     """(3D integer label array, spacing in mm in the array's axis order) of one file.
 
     Raises:
-        ValueError: unreadable, not 3D, non-integer or negative values, missing spacing (3D TIFF without its
+        ValueError: unreadable or cut short (a ``.nii.gz`` that does not decode to its end), not 3D, non-integer or
+            negative values, missing spacing (3D TIFF without its
             .json spacing file), non-positive spacing.
     """
     if reader_class.__name__ == "Tiff3DIO":
@@ -230,6 +231,8 @@ def read_label_map(path: Path, reader_class) -> tuple[np.ndarray, tuple[float, .
         if not aux.is_file():
             raise ValueError(f"{path.name}: no spacing file {aux.name} beside it; without it the voxel size is "
                              f"unknown and volumes in mm³ would be made up.")
+    from hippo_peft.image_check import check_complete
+    check_complete(path)  # a cut-short file would read with zeros for the missing voxels
     try:
         seg, props = reader_class().read_seg(str(path))
     except Exception as e:  # noqa: BLE001 -- any reader failure becomes an error naming the file

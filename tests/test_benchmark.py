@@ -90,6 +90,11 @@ def test_bad_input_fails_before_anything_runs(phantoms, tmp_path, capsys):
     (work / "mine.txt").write_text("a user's file")
     err = cli_error(capsys, base + ["--shots", "2", "--n-test", "2"])
     assert "not empty" in err and (work / "mine.txt").read_text() == "a user's file"
+    label = target / "labelsTr" / "phantom_003.nii.gz"
+    label.write_bytes(label.read_bytes()[:200])  # an interrupted copy: would read with zeros for the rest
+    err = cli_error(capsys, base[:-2] + ["--workdir", str(tmp_path / "w2"), "--shots", "2", "--n-test", "2",
+                                         "--n-val", "0"])
+    assert "phantom_003.nii.gz: the compressed stream is cut short" in err and not (tmp_path / "w2").exists()
 
 
 def test_source_checkpoint_of_another_backbone_is_refused_before_training(phantoms, tmp_path, capsys, nnunet_env,

@@ -316,3 +316,27 @@ def test_bad_options(tmp_path, capsys):
         assert needle in capsys.readouterr().err
     assert main(["volumes", str(pred), "-o", str(tmp_path / "v.txt")]) == 2
     assert ".csv" in capsys.readouterr().err
+
+
+def test_cut_short_label_maps_stop_the_command_before_any_output(tmp_path, capsys, hippocampus):
+    """A real MSD label map cut at several lengths (compressed stream, and the decompressed voxel data) is named
+    and nothing is measured or written; before this check, the reader filled the missing voxels with zeros."""
+    import gzip
+    real = sorted((hippocampus / "labelsTr").glob("*.nii.gz"))[0]
+    data = real.read_bytes()
+    pred = pred_folder(tmp_path / "pred", {"case_ok": base_map()})
+    cuts = {"case_300": data[:300], "case_half": data[:len(data) // 2], "case_minus1": data[:-1],
+            "case_voxels": gzip.compress(gzip.decompress(data)[:-50])}  # a complete stream of too few voxels
+    for case, content in cuts.items():
+        (pred / f"{case}.nii.gz").write_bytes(content)
+    out = tmp_path / "v.csv"
+    assert main(["volumes", str(pred), "-o", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{len(cuts)} of {len(cuts) + 1} label map(s) cannot be measured" in err
+    for case in cuts:
+        assert f"{case}.nii.gz" in err
+    assert "cut short" in err and "Nothing was written" in err and not out.exists()
+    (pred / "case_ok2.nii.gz").write_bytes(data)  # the complete file measures
+    for case in cuts:
+        (pred / f"{case}.nii.gz").unlink()
+    assert main(["volumes", str(pred), "-o", str(out), "--no-progress"]) == 0 and out.exists()
