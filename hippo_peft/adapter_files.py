@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from hippo_peft import adapters
+from hippo_peft.atomic import atomic_dir
 from hippo_peft.networks import arch_for_class_name
 
 ADAPTER_FILE, CONFIG_FILE = "adapter.safetensors", "adapter_config.json"
@@ -87,7 +88,6 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
 
 def export_adapter(fold_dir: str | Path, output: str | Path, overwrite: bool = False) -> dict:
     """Write ``output/adapter.safetensors`` + ``output/adapter_config.json`` from a trained fold folder."""
-    from safetensors.torch import save_file
     fold_dir, output = Path(fold_dir), Path(output)
     _refuse_existing(output, overwrite)
     net, checkpoint, plans, dataset_json, trainer = load_trained(fold_dir)
@@ -96,7 +96,18 @@ def export_adapter(fold_dir: str | Path, output: str | Path, overwrite: bool = F
     config = plans["configurations"][configuration]
     arch = arch_for_class_name(config["architecture"]["network_class_name"])
     state = adapters.adapter_state_dict(net)
-    output.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(output, overwrite) as tmp:  # a killed export leaves no folder a later run would accept
+        meta = _write_adapter(tmp, state, trainer, config, configuration, arch, record, net, fold_dir)
+    print(f"Wrote {output / ADAPTER_FILE}: {len(state)} tensors, {meta['adapter_bytes'] / 2**20:.2f} MiB = "
+          f"{100 * meta['adapter_bytes'] / meta['checkpoint_bytes']:.2f} % of the full checkpoint "
+          f"({meta['checkpoint_bytes'] / 2**20:.1f} MiB, which also holds optimizer state); "
+          f"{adapters.trainable_report(net)}")
+    return meta
+
+
+def _write_adapter(output: Path, state: dict, trainer, config: dict, configuration: str, arch, record: dict,
+                   net: nn.Module, fold_dir: Path) -> dict:
+    from safetensors.torch import save_file
     save_file(state, str(output / ADAPTER_FILE), metadata={"format": "hippo_peft-adapter", "method": trainer.method})
     meta = {
         "method": trainer.method, "config": trainer.adapter_config().to_dict(), "trainer": trainer.__name__,
@@ -110,10 +121,6 @@ def export_adapter(fold_dir: str | Path, output: str | Path, overwrite: bool = F
         "checkpoint_bytes": (fold_dir / "checkpoint_final.pth").stat().st_size,
     }
     (output / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-    print(f"Wrote {output / ADAPTER_FILE}: {len(state)} tensors, {meta['adapter_bytes'] / 2**20:.2f} MiB = "
-          f"{100 * meta['adapter_bytes'] / meta['checkpoint_bytes']:.2f} % of the full checkpoint "
-          f"({meta['checkpoint_bytes'] / 2**20:.1f} MiB, which also holds optimizer state); "
-          f"{adapters.trainable_report(net)}")
     return meta
 
 
@@ -177,7 +184,9 @@ def apply_adapter(adapter_dir: str | Path, base_weights: str | Path, plans_file:
     dataset_json = json.loads((plans_file.parent / "dataset.json").read_text())
     record = {} if merge else {CHECKPOINT_KEY: {"method": meta["method"], "config": meta["config"],
                                                 "base_fingerprint": fingerprint}}
-    path = _write_model_folder(output, net, trainer_name, plans, dataset_json, configuration, record)
+    with atomic_dir(output, overwrite) as tmp:
+        _write_model_folder(tmp, net, trainer_name, plans, dataset_json, configuration, record)
+    path = output / "fold_all" / "checkpoint_final.pth"
     print(f"Wrote {path} ({'merged into ' if merge else ''}{trainer_name}); predict with "
           f"nnUNetv2_predict_from_modelfolder -i IN -o OUT -m {output} -f all")
     return path
@@ -197,19 +206,20 @@ def merge_model(model_dir: str | Path, output: str | Path, folds=None, overwrite
     """Fold the adapters of every trained fold into plain base-network checkpoints (a new model folder)."""
     model_dir, output = Path(model_dir), Path(output)
     _refuse_existing(output, overwrite)
-    for fold_dir in _fold_dirs(model_dir, folds):
-        net, checkpoint, plans, dataset_json, trainer = load_trained(fold_dir)
-        base_trainer = _merge_or_refuse(net, trainer.method, trainer.arch)
-        fold = fold_dir.name[len("fold_"):]
-        path = _write_model_folder(output, net, base_trainer, plans, dataset_json,
-                                   checkpoint["init_args"]["configuration"],
-                                   {"hippo_peft_merged_from": trainer.__name__,
-                                    "inference_allowed_mirroring_axes": checkpoint.get(
-                                        "inference_allowed_mirroring_axes", (0, 1, 2))}, fold=fold)
-        print(f"Merged {fold_dir.name} of {trainer.__name__} into {base_trainer}: {path}")
-    for extra in ("dataset_fingerprint.json",):
-        if (model_dir / extra).is_file():
-            shutil.copy(model_dir / extra, output / extra)
+    with atomic_dir(output, overwrite) as tmp:  # all folds or none; an existing folder is replaced whole
+        for fold_dir in _fold_dirs(model_dir, folds):
+            net, checkpoint, plans, dataset_json, trainer = load_trained(fold_dir)
+            base_trainer = _merge_or_refuse(net, trainer.method, trainer.arch)
+            fold = fold_dir.name[len("fold_"):]
+            _write_model_folder(tmp, net, base_trainer, plans, dataset_json, checkpoint["init_args"]["configuration"],
+                                {"hippo_peft_merged_from": trainer.__name__,
+                                 "inference_allowed_mirroring_axes": checkpoint.get(
+                                     "inference_allowed_mirroring_axes", (0, 1, 2))}, fold=fold)
+            print(f"Merged {fold_dir.name} of {trainer.__name__} into {base_trainer}: "
+                  f"{output / fold_dir.name / 'checkpoint_final.pth'}")
+        for extra in ("dataset_fingerprint.json",):
+            if (model_dir / extra).is_file():
+                shutil.copy(model_dir / extra, tmp / extra)
     print(f"Predict with: nnUNetv2_predict_from_modelfolder -i IN -o OUT -m {output} -f "
           f"{' '.join(p.name[5:] for p in _fold_dirs(output, None))}")
     return output

@@ -460,7 +460,13 @@ def plot_roc(report: dict, cohort: Cohort, path: Path) -> None:
                  f"{report['cv']['repeats']}", fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path: Path) -> None:
+    from hippo_peft.atomic import atomic_file
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
 
 
 def plot_volumes(report: dict, cohort: Cohort, path: Path) -> None:
@@ -479,7 +485,7 @@ def plot_volumes(report: dict, cohort: Cohort, path: Path) -> None:
         ax.set_ylabel("mm³" if "/" not in name else "ratio")
     fig.suptitle(f"{_prefix(report)}volume by group", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save_figure(fig, path)
 
 
 def format_summary(report: dict) -> str:
@@ -567,9 +573,9 @@ def classify(volumes_csv, metadata_csv, target: str, groups, out_dir: str | Path
     summary = format_summary(report)
     report["summary_markdown"] = summary
     public = {k: v for k, v in report.items() if not k.startswith("_")}
-    (out_dir / "classification.json").write_text(json.dumps(public, indent=2, ensure_ascii=False,
-                                                            default=list) + "\n")
-    (out_dir / "summary.md").write_text(summary + "\n")
+    from hippo_peft.atomic import write_text
+    write_text(out_dir / "classification.json", json.dumps(public, indent=2, ensure_ascii=False, default=list) + "\n")
+    write_text(out_dir / "summary.md", summary + "\n")
     return report
 
 

@@ -1,11 +1,11 @@
 """`hippo-peft import-weights`: a foreign checkpoint -> an nnU-Net-style file for ``-pretrained_weights``."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from hippo_peft.atomic import atomic_file
 from hippo_peft.networks import arch_for_class_name
 from hippo_peft.weights import LoadReport, read_state_dict, transfer_weights
 
@@ -42,8 +42,9 @@ def import_weights(source: str | Path, plans_file: str | Path, output: str | Pat
     net, in_channels = network_from_plans(plans_file, configuration)
     report = transfer_weights(net, read_state_dict(source, trust_pickle), in_channels, min_fraction)
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"network_weights": net.state_dict(),
-                "hippo_peft_import": {"source": str(source), "plans": str(plans_file), **report.to_dict()}}, output)
+    with atomic_file(output) as tmp:
+        torch.save({"network_weights": net.state_dict(),
+                    "hippo_peft_import": {"source": str(source), "plans": str(plans_file), **report.to_dict()}}, tmp)
     print(report.format())
     print(f"Wrote {output}; use it with nnUNetv2_train ... -pretrained_weights {output}")
     return report
@@ -68,11 +69,9 @@ def convert_weights(source: str | Path, output: str | Path, trust_pickle: bool =
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it. Nothing was written.")
     state = read_state_dict(source, trust_pickle)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    # safetensors wants contiguous tensors that share no memory
-    save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(tmp),
-              metadata={"converted_from": Path(source).name, "by": "hippo-peft convert-weights"})
-    os.replace(tmp, output)
+    with atomic_file(output) as tmp:  # safetensors wants contiguous tensors that share no memory
+        save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(tmp),
+                  metadata={"converted_from": Path(source).name, "by": "hippo-peft convert-weights"})
     print(f"Wrote {output}: {len(state)} tensors, {sum(v.numel() for v in state.values()):,} numbers. Use it "
           f"anywhere a checkpoint is asked for (-pretrained_weights, import-weights, apply-adapter --base).")
     return output

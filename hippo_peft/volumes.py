@@ -448,14 +448,15 @@ def write_outputs(rows: list[dict], summary: dict, output: str | Path, overwrite
                               f"another -o.")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"-o {output}: the folder {output.parent} does not exist.")
+    from hippo_peft.atomic import atomic_file, write_text
     columns = list(rows[0].keys())
-    with open(output, "w", newline="") as f:
+    with atomic_file(output) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for r in rows:
             writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in r.items()})
     summary = {**summary, "csv": str(output.resolve()), "columns": columns}
-    side.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_text(side, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return output, side
 
 

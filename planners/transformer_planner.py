@@ -87,6 +87,13 @@ class nnUNetPlannerTransformer(ExperimentPlanner):
         if not self._stock_preprocessing_matches(config):
             config["data_identifier"] = f"{self.plans_identifier}_3d_fullres"
         plans["configurations"] = {"3d_fullres": config}
-        if self.overwrite and isfile(self.plans_file):
-            os.remove(self.plans_file)  # asked for: do not let nnU-Net merge stale configurations back in
-        super().save_plans(plans)
+        # Not nnU-Net's save_plans: it merges an existing file's other configurations back in (we refuse an existing
+        # file, or replace it whole with --overwrite) and writes in place; ours is written atomically.
+        from batchgenerators.utilities.file_and_folder_operations import maybe_mkdir_p, save_json
+
+        from hippo_peft.atomic import atomic_file
+        recursive_fix_for_json_export(plans)
+        maybe_mkdir_p(os.path.dirname(self.plans_file))
+        with atomic_file(self.plans_file) as tmp:
+            save_json(plans, str(tmp), sort_keys=False)
+        print(f"Plans were saved to {self.plans_file}")

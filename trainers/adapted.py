@@ -12,6 +12,7 @@ from torch import nn
 from hippo_peft import adapters
 from hippo_peft.adapter_files import CHECKPOINT_KEY
 from hippo_peft.trainers.base import SHORT, SMOKE, Schedule, nnUNetTrainer_TransformerBase
+from hippo_peft.atomic import atomic_file
 from hippo_peft.safe_load import load_weights_file, trust_from_env
 from hippo_peft.weights import load_pretrained
 
@@ -124,7 +125,8 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
                                           "trainable": adapters.trainable_report(self.plain_network).to_dict(),
                                           "pretrained_weights_loaded": self.pretrained_loaded,
                                           "base_fingerprint": self.base_fingerprint}
-            torch.save(checkpoint, filename)
+            with atomic_file(filename) as tmp:  # never a half-written checkpoint in place of nnU-Net's
+                torch.save(checkpoint, tmp)
 
     def load_checkpoint(self, filename_or_checkpoint):
         checkpoint = filename_or_checkpoint
