@@ -171,3 +171,55 @@ def test_convert_weights_makes_a_file_everything_loads(tmp_path, nnunet_env):
     again = subprocess.run(cmd + ["--trust-pickle"], env=nnunet_env, cwd=tmp_path, capture_output=True, text=True)
     assert again.returncode == 2 and "--overwrite" in again.stderr
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def _payload_checkpoint(path: Path, marker: Path) -> Path:
+    torch.save({"network_weights": _state(), "extra": _Payload(marker)}, path)
+    return path
+
+
+def _refused(proc: subprocess.CompletedProcess, marker: Path) -> bool:
+    return (proc.returncode != 0 and not marker.exists()
+            and ("posix.system" in proc.stderr or "os.system" in proc.stderr))
+
+
+def test_payload_through_export_merge_apply(tmp_path, nnunet_env):
+    """A fold's checkpoint swapped for the payload (export-adapter, merge), and the payload as apply-adapter --base:
+    refused through the real commands, the global named, nothing written."""
+    from tests.test_adapter_files import trained_model_folder
+    from hippo_peft.trainers import nnUNetTrainer_UNETR_LoRAPT
+    model, _ = trained_model_folder(tmp_path, nnUNetTrainer_UNETR_LoRAPT)
+    hp = bin_path("hippo-peft")
+    assert subprocess.run([hp, "export-adapter", str(model / "fold_all"), "-o", str(tmp_path / "adapter")],
+                          env=nnunet_env, capture_output=True).returncode == 0
+    marker = tmp_path / "PWNED"
+    evil_base = _payload_checkpoint(tmp_path / "evil_base.pth", marker)
+    apply = subprocess.run([hp, "apply-adapter", str(tmp_path / "adapter"), "--base", str(evil_base), "--plans",
+                            str(model / "plans.json"), "-o", str(tmp_path / "applied")], env=nnunet_env,
+                           capture_output=True, text=True)
+    assert _refused(apply, marker) and apply.returncode == 2 and not (tmp_path / "applied").exists(), apply.stderr
+    _payload_checkpoint(model / "fold_all" / "checkpoint_final.pth", marker)  # swapped
+    for cmd, out in (([hp, "export-adapter", str(model / "fold_all"), "-o", str(tmp_path / "a2")], "a2"),
+                     ([hp, "merge", str(model), "-o", str(tmp_path / "merged")], "merged")):
+        proc = subprocess.run(cmd, env=nnunet_env, capture_output=True, text=True)
+        assert _refused(proc, marker) and proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert not (tmp_path / out).exists()
+
+
+def test_payload_through_nnunetv2_train_pretrained_weights(tmp_path, nnunet_env):
+    """`nnUNetv2_train ... -tr <our trainer> -pretrained_weights evil.pth`: the payload never runs and the error
+    nnU-Net shows names the global and the opt-in."""
+    pre = Path(nnunet_env["nnUNet_preprocessed"]) / "Dataset999_Test"
+    pre.mkdir()
+    plans, dataset_json = minimal_plans("unetr", "tiny", [32, 32, 32])
+    (pre / "nnUNetPlans_UNETR_tiny.json").write_text(json.dumps(plans))
+    (pre / "dataset.json").write_text(json.dumps(dataset_json))
+    marker = tmp_path / "PWNED"
+    evil = _payload_checkpoint(tmp_path / "evil.pth", marker)
+    cmd = [bin_path("nnUNetv2_train"), "999", "3d_fullres", "all", "-tr", "nnUNetTrainer_UNETR_LoRAPT_smoke", "-p",
+           "nnUNetPlans_UNETR_tiny", "-device", "cpu", "-pretrained_weights", str(evil)]
+    proc = subprocess.run(cmd, env=nnunet_env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert _refused(proc, marker), proc.stdout[-2000:] + proc.stderr[-2000:]
+    last = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1]
+    assert "UnsafeCheckpointError" in last and "system" in last and "HIPPO_PEFT_TRUST_PICKLE=1" in last
+
