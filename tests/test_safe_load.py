@@ -214,6 +214,10 @@ def test_payload_through_nnunetv2_train_pretrained_weights(tmp_path, nnunet_env)
     plans, dataset_json = minimal_plans("unetr", "tiny", [32, 32, 32])
     (pre / "nnUNetPlans_UNETR_tiny.json").write_text(json.dumps(plans))
     (pre / "dataset.json").write_text(json.dumps(dataset_json))
+    # initialize() looks at the preprocessed folder's file type before -pretrained_weights is read; no case needed
+    data = pre / plans["configurations"]["3d_fullres"]["data_identifier"]
+    data.mkdir()
+    (data / "case_000.b2nd").write_bytes(b"")
     marker = tmp_path / "PWNED"
     evil = _payload_checkpoint(tmp_path / "evil.pth", marker)
     cmd = [bin_path("nnUNetv2_train"), "999", "3d_fullres", "all", "-tr", "nnUNetTrainer_UNETR_LoRAPT_smoke", "-p",
