@@ -81,6 +81,29 @@ def load_trained(fold_dir: Path):
     return net, checkpoint, plans, dataset_json, trainer
 
 
+META_FIELDS = {"method", "config", "trainer", "arch", "preset", "network_class_name", "arch_kwargs", "patch_size",
+               "configuration", "base_fingerprint", "pretrained_weights_loaded", "trainable", "source_fold",
+               "adapter_bytes", "checkpoint_bytes"}
+
+
+def _read_meta(path: Path) -> dict:
+    """An adapter's JSON with exactly the fields export-adapter writes (one line naming what is wrong otherwise)."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AdapterMismatchError(f"{path}: not readable JSON ({type(e).__name__}: {e}). Export the adapter "
+                                   f"again.") from None
+    if not isinstance(meta, dict):
+        raise AdapterMismatchError(f"{path}: not an adapter description (a JSON object is expected).")
+    missing, extra = sorted(META_FIELDS - set(meta)), sorted(set(meta) - META_FIELDS)
+    if missing or extra:
+        raise AdapterMismatchError(
+            f"{path}: {'missing field(s) ' + ', '.join(missing) if missing else ''}{'; ' if missing and extra else ''}"
+            f"{'unknown field(s) ' + ', '.join(extra) if extra else ''}: not as export-adapter writes it (edited, or "
+            f"from another hippo_peft version). Export the adapter again.")
+    return meta
+
+
 def _refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it. Nothing was written.")
@@ -142,8 +165,6 @@ def apply_adapter(adapter_dir: str | Path, base_weights: str | Path, plans_file:
                   merge: bool = False, overwrite: bool = False, trust_pickle: bool = False) -> Path:
     """Base weights + adapter file -> an nnU-Net model folder (adapted, or merged into the base network);
     ``trust_pickle``: the base checkpoint may be unpickled without the allow-list (see hippo_peft.safe_load)."""
-    from safetensors.torch import load_file
-
     from hippo_peft.import_weights import network_from_plans
     from hippo_peft.weights import read_state_dict, transfer_weights
     adapter_dir, output, plans_file = Path(adapter_dir), Path(output), Path(plans_file)
@@ -151,7 +172,7 @@ def apply_adapter(adapter_dir: str | Path, base_weights: str | Path, plans_file:
         raise FileNotFoundError(f"{adapter_dir} holds no {ADAPTER_FILE} + {CONFIG_FILE} (written by "
                                 f"`hippo-peft export-adapter`).")
     _refuse_existing(output, overwrite)
-    meta = json.loads((adapter_dir / CONFIG_FILE).read_text())
+    meta = _read_meta(adapter_dir / CONFIG_FILE)
     plans = json.loads(plans_file.read_text())
     configuration = meta["configuration"]
     config = plans["configurations"].get(configuration, {})
@@ -172,7 +193,11 @@ def apply_adapter(adapter_dir: str | Path, base_weights: str | Path, plans_file:
             f"{fingerprint[:12]}..., adapter records {str(meta['base_fingerprint'])[:12]}...). Use the pre-trained "
             f"checkpoint given to -pretrained_weights when it was trained. Nothing was written.")
     adapters.inject(net, config_obj)
-    adapters.load_adapter_state_dict(net, load_file(str(adapter_dir / ADAPTER_FILE)))
+    from hippo_peft.safe_load import load_weights_file
+    try:
+        adapters.load_adapter_state_dict(net, load_weights_file(adapter_dir / ADAPTER_FILE))
+    except ValueError as e:
+        raise AdapterMismatchError(f"{adapter_dir / ADAPTER_FILE}: {e} Nothing was written.") from None
     from hippo_peft import trainers
     # the trainer with the file's setting (a file written before hippo_peft 0.2 by _LoRAPT fits _LoRAPT_Strict now)
     trainer_name = meta["trainer"]

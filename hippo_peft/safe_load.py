@@ -77,7 +77,8 @@ def _kind(path: Path) -> str:
 
 def _check_path(path: Path) -> None:
     if not path.exists():
-        raise WeightsFileError(f"{path}: no such file. Give the path of a checkpoint (.pth/.pt) or a .safetensors file.")
+        raise WeightsFileError(f"{path}: no such file. Give the path of a checkpoint (.pth/.pt) or a .safetensors "
+                               f"file.")
     if path.is_dir():
         raise WeightsFileError(f"{path}: is a folder, not a weights file. For an nnU-Net fold, give its "
                                f"checkpoint_final.pth.")

@@ -69,6 +69,16 @@ def test_bad_input_fails_before_anything_runs(phantoms, tmp_path, capsys):
     err = cli_error(capsys, base[:3] + ["--source", str(checkpoint), "--workdir", str(work), "--methods", "nnunet-ft",
                                         "--n-val", "0"])
     assert "nnunet-ft pre-trains nnU-Net's own U-Net on the source" in err
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.pth"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+    torch.save({"network_weights": {"w": torch.zeros(2)}, "x": Payload()}, evil)
+    err = cli_error(capsys, base[:3] + ["--source", str(evil), "--workdir", str(work), "--n-val", "0", "--n-test", "2",
+                                    "--shots", "2"])
+    assert "system" in err and "--trust-pickle" in err and not marker.exists()
     err = cli_error(capsys, base + ["--methods", "nnunet-ft"])  # the phantom source has 2 channels, the target 1
     assert "nnunet-ft: the source has 2 input channel(s), the target 1" in err
     err = cli_error(capsys, base + ["--shots", "2", "7", "--n-test", "2"])
@@ -223,6 +233,10 @@ def test_benchmark_end_to_end_resumes_after_kill(phantoms, tmp_path, nnunet_env)
     stats = json.loads(next((work / "nnunet" / "nnUNet_results").rglob("nnUNetTrainer_4it__nnUNetPlans_finetune*/"
                                                                        "fold_0/budget_stats.json")).read_text())
     assert len(stats["step_seconds"]) == 4  # exactly the budget
+    # checkpoints written by nnU-Net's own nnUNetTrainer (source and fine-tuned) load by our policy with no opt-in
+    from hippo_peft.safe_load import load_weights_file
+    for ckpt in (work / "nnunet" / "nnUNet_results").rglob("nnUNetTrainer_4it__*/fold_*/checkpoint_final.pth"):
+        assert load_weights_file(ckpt)["trainer_name"] == "nnUNetTrainer_4it"
 
     report = work / "report"
     for name in ("benchmark.md", "runs.csv", "cases.csv", "runs.json", "dice_vs_k.png", "dice_vs_params.png"):

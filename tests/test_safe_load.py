@@ -83,16 +83,6 @@ def test_nnunet_checkpoints_and_plain_state_dicts_load_without_opt_in(tmp_path, 
     assert set(read_state_dict(tmp_path / "monai.pt")) == set(_state())
 
 
-def test_a_real_nnunet_checkpoint_loads_without_opt_in():
-    """A checkpoint written by nnU-Net's own trainer (found in a benchmark folder of this machine, if any)."""
-    found = sorted(Path("/work").glob("bench_*/nnunet/nnUNet_results/*/nnUNetTrainer_*it__nnUNetPlans__*/fold_*/"
-                                      "checkpoint_final.pth"))
-    if not found:
-        pytest.skip("no checkpoint of nnU-Net's own trainer on this machine (made by `hippo-peft benchmark`)")
-    ckpt = load_weights_file(found[0])
-    assert ckpt["trainer_name"].startswith("nnUNetTrainer") and ckpt["network_weights"]
-
-
 def _corrupt_files(tmp_path: Path) -> dict[str, Path]:
     files = {}
     good = tmp_path / "good.pth"
@@ -227,3 +217,41 @@ def test_payload_through_nnunetv2_train_pretrained_weights(tmp_path, nnunet_env)
     last = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1]
     assert "UnsafeCheckpointError" in last and "system" in last and "HIPPO_PEFT_TRUST_PICKLE=1" in last
 
+
+
+def test_broken_adapter_files_give_one_line_and_write_nothing(tmp_path, capsys):
+    """apply-adapter on an adapter JSON with missing / unknown fields or not JSON, and on adapter tensors of the
+    wrong shape, dtype or with NaN, a tampered safetensors file: exit 2, one line, nothing written."""
+    from safetensors.torch import load_file, save_file
+
+    from hippo_peft.cli import main
+    from hippo_peft.trainers import nnUNetTrainer_UNETR_LoRAPT
+    from tests.test_adapter_files import trained_model_folder
+    model, _ = trained_model_folder(tmp_path, nnUNetTrainer_UNETR_LoRAPT)
+    good = tmp_path / "adapter"
+    assert main(["export-adapter", str(model / "fold_all"), "-o", str(good)]) == 0
+    meta = json.loads((good / "adapter_config.json").read_text())
+    tensors = load_file(str(good / "adapter.safetensors"))
+    name = sorted(tensors)[0]
+    cases = {
+        "missing field": ({k: v for k, v in meta.items() if k != "base_fingerprint"}, tensors, "missing field"),
+        "unknown field": ({**meta, "surprise": 1}, tensors, "unknown field"),
+        "wrong shape": (meta, {**tensors, name: torch.zeros(3, 3)}, "wrong shape"),
+        "wrong dtype": (meta, {**tensors, name: tensors[name].to(torch.float16)}, "wrong dtype"),
+        "NaN": (meta, {**tensors, name: torch.full_like(tensors[name], float("nan"))}, "NaN"),
+    }
+    capsys.readouterr()
+    for case, (m, t, expected) in cases.items():
+        folder = tmp_path / case.replace(" ", "_")
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps(m))
+        save_file({k: v.contiguous() for k, v in t.items()}, str(folder / "adapter.safetensors"))
+        out = tmp_path / f"out_{folder.name}"
+        assert main(["apply-adapter", str(folder), "--base", str(tmp_path / "base.pth"), "--plans",
+                     str(model / "plans.json"), "-o", str(out)]) == 2, case
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1 and not out.exists(), (case, err)
+    (good / "adapter_config.json").write_text("{not json")
+    assert main(["apply-adapter", str(good), "--base", str(tmp_path / "base.pth"), "--plans",
+                 str(model / "plans.json"), "-o", str(tmp_path / "o")]) == 2
+    assert "not readable JSON" in capsys.readouterr().err

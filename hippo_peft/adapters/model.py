@@ -177,5 +177,13 @@ def load_adapter_state_dict(model: nn.Module, state: Dict[str, Tensor]) -> None:
     if bad:
         raise ValueError(f"adapter tensors of the wrong shape: "
                          f"{[(n, tuple(state[n].shape), tuple(params[n].shape)) for n in bad[:5]]}")
+    bad = [n for n in params if state[n].dtype != params[n].dtype]
+    if bad:
+        raise ValueError(f"adapter tensors of the wrong dtype: "
+                         f"{[(n, str(state[n].dtype), str(params[n].dtype)) for n in bad[:5]]}; the file was not "
+                         f"written by export-adapter (or was altered). Export it again.")
+    bad = [n for n in params if not torch.isfinite(state[n]).all()]
+    if bad:
+        raise ValueError(f"adapter tensors with NaN or Inf: {bad[:5]}; the training that wrote them diverged.")
     for n, p in params.items():
         p.copy_(state[n].to(p.device, p.dtype))
