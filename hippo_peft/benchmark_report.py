@@ -182,6 +182,8 @@ def curves(records: list[dict]) -> dict[tuple[str, int], list[dict]]:
                                                                                      for r in rs),
                      "seconds_per_step": _mean(r["seconds_per_step"] for r in rs),
                      "load": max(((r.get("load_average") or {}).get("median") or 0) for r in rs),
+                     # the sum of step times over N x the median step: ~1 alone, far above when the CPU was shared
+                     "shared": max(r["compute_seconds"] / (r["iterations"] * r["seconds_per_step"]) for r in rs),
                      "started": all(started_to_learn(r) for r in rs), "draws": len(rs)}
                     for n, rs in sorted(by_n.items())]
     return out
@@ -213,16 +215,17 @@ def curve_section(records: list[dict]) -> list[str]:
     cpus = max(((r.get("load_average") or {}).get("cpus") or 0) for r in records) or None
     lines = ["### Learning curves",
              "Each budget is its own run (the poly schedule depends on it). Compute: the sum of the training steps' "
-             "times. Load: the median 1-minute load average while training (the run itself counts; above "
-             f"{cpus or 'the number of'} cores something else shared the CPU and the times are not comparable).", "",
-             "| method | k | iterations | test Dice | validation Dice | compute (s) | s / step | load |",
-             "|---|---|---|---|---|---|---|---|"]
+             "times. Load: the median 1-minute load average while training (the run itself counts). Sum ÷ "
+             "(N × median step): about 1 for a run that had the CPU to itself; well above 1 (say > 1.5) when "
+             f"something else shared the {cpus or ''} cores, and then its compute seconds are not comparable.", "",
+             "| method | k | iterations | test Dice | validation Dice | compute (s) | s / step (median) | load | "
+             "sum ÷ (N × median) |", "|---|---|---|---|---|---|---|---|---|"]
     for (label, k), points in sorted(cs.items()):
         for pt in points:
             lines.append(f"| {label} | {k} | {pt['iterations']} | {_fmt(pt['test_dice'])}"
                          f"{'' if pt['started'] else ' *not started*'} | {_fmt(pt['val_dice'])} | "
                          f"{_fmt(pt['compute_seconds'], 0)} | {_fmt(pt['seconds_per_step'], 2)} | "
-                         f"{_fmt(pt['load'], 1)} |")
+                         f"{_fmt(pt['load'], 1)} | {_fmt(pt['shared'], 2)} |")
     reference = {k: pts for (label, k), pts in cs.items() if label == METHOD_LABELS["nnunet"]}
     for k, ref in sorted(reference.items()):
         others = {label: pts for (label, kk), pts in cs.items() if kk == k and label != METHOD_LABELS["nnunet"]}
