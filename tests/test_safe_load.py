@@ -255,3 +255,16 @@ def test_broken_adapter_files_give_one_line_and_write_nothing(tmp_path, capsys):
     assert main(["apply-adapter", str(good), "--base", str(tmp_path / "base.pth"), "--plans",
                  str(model / "plans.json"), "-o", str(tmp_path / "o")]) == 2
     assert "not readable JSON" in capsys.readouterr().err
+
+
+def test_payload_as_benchmark_source_is_refused_before_anything(tmp_path, nnunet_env):
+    from hippo_peft.synthetic import write_dataset
+    target = write_dataset(tmp_path / "raw", "Dataset001_Target", 8, seed=2)
+    marker = tmp_path / "PWNED"
+    evil = _payload_checkpoint(tmp_path / "evil.pth", marker)
+    work = tmp_path / "work"
+    proc = subprocess.run([bin_path("hippo-peft"), "benchmark", "--target", str(target), "--source", str(evil),
+                           "--workdir", str(work), "--shots", "2", "--n-test", "2", "--n-val", "0"],
+                          env=nnunet_env, capture_output=True, text=True)
+    assert _refused(proc, marker) and proc.returncode == 2 and "--trust-pickle" in proc.stderr, proc.stderr
+    assert not work.exists()
