@@ -413,8 +413,7 @@ class Workdir:
             union = {**new, "folds": s.folds,
                      "train_draws": {k: max(old["train_draws"].get(k, []), s.train_draws.get(k, []), key=len)
                                      for k in sorted({*old["train_draws"], *s.train_draws}, key=int)},
-                     **{name: sorted(set(old[name]) | set(new[name])) for name in ("archs", "shots",
-                                                                                             "iterations")},
+                     **{name: sorted(set(old[name]) | set(new[name])) for name in ("archs", "shots", "iterations")},
                      "methods": list(dict.fromkeys(old["methods"] + s.methods)), "draws": max(old["draws"], s.draws)}
             self._write_settings(union)
         elif self.root.exists() and any(self.root.iterdir()):
