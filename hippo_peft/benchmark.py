@@ -635,7 +635,8 @@ class Benchmark:
         record = {"run": run.name, **asdict(run), "method": method, "method_token": run.method, "lr": lr,
                   "decoder_lr": dlr, "trainer": self.trainer(run), "plans": self.plans(run.arch, run.method),
                   "train_cases": self.s.train_draws[str(run.k)][run.draw], "n_test": len(self.s.test_cases),
-                  "n_val": len(self.s.val_cases), "wall_seconds": round(seconds, 1), **self._cost(run, fold), **test,
+                  "n_val": len(self.s.val_cases), "trust_pickle": self.trust_pickle,
+                  "wall_seconds": round(seconds, 1), **self._cost(run, fold), **test,
                   "val_per_case": val.get("per_case", {}), "val_summary": val.get("summary")}
         tmp = self.w.record(run).with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=1))
@@ -667,6 +668,7 @@ class Benchmark:
     def _evaluate(self, fold: Path, cases: list[str]) -> dict:
         from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 
+        from hippo_peft.image_check import check_complete
         from hippo_peft.metrics import case_metrics, label_regions
         if not cases:
             return {}
@@ -681,6 +683,7 @@ class Benchmark:
             pred_file = fold / "validation" / f"{case}{ending}"
             if not pred_file.is_file():
                 raise RuntimeError(f"nnU-Net's validation wrote no prediction {pred_file}; see the run's log.")
+            check_complete(pred_file)  # the references were checked before training
             ref, props = reader.read_seg(str(labels_dir / f"{case}{ending}"))
             pred, _ = reader.read_seg(str(pred_file))
             per_case[case] = case_metrics(ref[0], pred[0], props["spacing"], regions)
