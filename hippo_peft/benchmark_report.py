@@ -142,8 +142,10 @@ def rate_choices(records: list[dict]) -> list[dict]:
         rates.sort(key=lambda x: float(x["lr"]) if x["lr"] else 0.0)
         eligible = [x for x in rates if x["started"] and x["val_dice"] is not None]
         chosen = max(eligible, key=lambda x: x["val_dice"])["token"] if eligible else None
+        # a choice at the end of the swept range says: sweep further before trusting it
+        ends = {rates[0]["token"], rates[-1]["token"]} if len(rates) >= 3 else set()
         choices.append({"arch": arch or None, "method": method, "k": k, "iterations": n, "rates": rates,
-                        "chosen": chosen})
+                        "chosen": chosen, "at_edge": chosen in ends})
     return choices
 
 
@@ -153,15 +155,17 @@ def rate_section(records: list[dict]) -> list[str]:
         return []
     lines = ["### Learning rates, chosen on the validation cases",
              "Mean Dice of each rate (adapter / decoder + head group where they differ; 'default': the trainer's own); "
-             "**bold**: the chosen rate (best validation Dice among runs that started to learn). Test Dice is shown "
-             "for the record and was not used for the choice.", "",
+             "**bold**: the chosen rate (best validation Dice among runs that started to learn); *at the edge*: the "
+             "best rate is the smallest or largest swept (of three or more), so the range should be extended before "
+             "the choice is trusted. Test Dice is shown for the record and was not used for the choice.", "",
              "| method | k | iterations | rate | validation Dice | test Dice | draws |",
              "|---|---|---|---|---|---|---|"]
     for c in choices:
         label = METHOD_LABELS.get(c["method"], c["method"]) + (f" ({c['arch']})" if c["arch"] else "")
         for x in c["rates"]:
             rate = (x["lr"] + (f" / {x['decoder_lr']}" if x["decoder_lr"] else "")) if x["lr"] else "default"
-            rate = f"**{rate}**" if x["token"] == c["chosen"] else rate
+            if x["token"] == c["chosen"]:
+                rate = f"**{rate}**" + (" *at the edge*" if c["at_edge"] else "")
             lines.append(f"| {label} | {c['k']} | {c['iterations']} | {rate} | {_fmt(x['val_dice'])}"
                          f"{'' if x['started'] else ' *not started*'} | {_fmt(x['test_dice'])} | {x['draws']} |")
     return lines

@@ -348,6 +348,7 @@ def test_report_chooses_rates_on_validation_and_compares_at_equal_compute():
     choices = {c["method"]: c for c in rate_choices(records)}
     assert choices["lorapt"]["chosen"] == "lorapt@1e-3" and choices["full"]["chosen"] == "full@3e-3"
     assert [x["lr"] for x in choices["lorapt"]["rates"]] == ["3e-4", "1e-3", "3e-3"]
+    assert not choices["lorapt"]["at_edge"]  # 1e-3 lies inside the swept range; full has only two rates
 
     curve = [_record("nnunet", arch=None, k=5, n=250, seconds=100, test=0.5),
              _record("nnunet", arch=None, k=5, n=500, seconds=200, test=0.7),
