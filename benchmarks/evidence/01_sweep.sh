@@ -13,3 +13,6 @@ bench --shots 10 --draws 1 --iterations 500 \
 bench --shots 10 --draws 1 --iterations 500 \
   --methods lorapt@1e-4 decoderonly@1e-2 full@1e-2 hyps@1e-2 pdora@2e-2 lorapt@3e-4,3e-3 \
             lora@1e-3 lora@3e-4 lora@3e-3
+# Round 3: HyPS and LoRA were still best at the top of their ranges; HyPS and PDoRA get the adapter / decoder split
+# that lifted LoRA-PT (the decoder alone does best at 3e-3).
+bench --shots 10 --draws 1 --iterations 500 --methods hyps@3e-2 lora@1e-2 hyps@1e-3,3e-3 pdora@2e-3,3e-3
