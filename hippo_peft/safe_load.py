@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 
@@ -111,17 +112,21 @@ def load_weights_file(path: str | Path, trust_pickle: bool = False):
     if kind == "unknown":
         raise WeightsFileError(f"{path}: not a torch checkpoint or safetensors file (unrecognised first bytes). Give "
                                f"a .pth/.pt checkpoint or a .safetensors file.")
-    if trust_pickle:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - corrupt files raise many types; one line for all
-            raise WeightsFileError(f"{path}: cannot be read as a torch checkpoint ({_one_line(e)}). The file is "
-                                   f"corrupt or truncated: fetch it again.") from None
     try:
         with torch.serialization.safe_globals(_allowed_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(path, _unsafe_globals(path)) from None
+    except pickle.UnpicklingError:
+        if not trust_pickle:
+            raise UnsafeCheckpointError(path, _unsafe_globals(path)) from None
+    except Exception as e:  # noqa: BLE001 - corrupt files raise many types; one line for all
+        raise WeightsFileError(f"{path}: cannot be read as a torch checkpoint ({_one_line(e)}). The file is corrupt "
+                               f"or truncated: fetch it again.") from None
+    # Only here, with the user's opt-in, and only for a file the allow-list refused: said on stderr every time.
+    needs = ", ".join(_unsafe_globals(path)) or "globals outside it"
+    print(f"hippo_peft: unpickling {path} without the allow-list ({needs}) because of the opt-in {OPT_IN}.",
+          file=sys.stderr)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001
         raise WeightsFileError(f"{path}: cannot be read as a torch checkpoint ({_one_line(e)}). The file is corrupt "
                                f"or truncated: fetch it again.") from None
