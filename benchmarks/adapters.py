@@ -31,9 +31,12 @@ from pathlib import Path
 
 PATCH = {"unetr": [48, 64, 48], "swinunetr": [64, 64, 64]}
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: its hippo_peft
-from hippo_peft.benchmark import ADAPTER_METHODS  # noqa: E402
+from hippo_peft.benchmark import adapter_methods  # noqa: E402  (every setting of every registered method)
 
-METHODS = ["full", *ADAPTER_METHODS]
+
+def known_methods() -> list[str]:
+    """Full fine-tuning (the reference) and every setting of every registered method."""
+    return ["full", *adapter_methods()]
 
 
 def _rss_kib(field: str) -> int:
@@ -182,7 +185,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", nargs="+", default=["unetr", "swinunetr"])
     p.add_argument("--preset", nargs="+", default=["compact"])
-    p.add_argument("--method", nargs="+", default=METHODS)
+    methods_known = known_methods()
+    p.add_argument("--method", nargs="+", default=methods_known)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
@@ -193,9 +197,9 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(*args.one, args.steps, args.threads, args.device, counts_only=args.counts_only)))
         return
-    unknown = sorted(set(args.method) - set(METHODS))
+    unknown = sorted(set(args.method) - set(methods_known))
     if unknown:
-        p.error(f"unknown method(s) {unknown}; choose from {METHODS}")
+        p.error(f"unknown method(s) {unknown}; choose from {methods_known}")
     methods = ["full"] + [m for m in args.method if m != "full"]  # the reference first
     results = []
     for arch in args.arch:

@@ -38,13 +38,48 @@ from pathlib import Path
 from hippo_peft.commands import console_script, nnunet_env, run_logged
 from hippo_peft.networks.presets import ARCHS, PRESETS, get_arch
 
-# Adapter methods train the papers' set (adapter + CNN decoder blocks + head); "<method>-strict" the adapter + head.
-PAPER_METHODS = ("lorapt", "hyps", "pdora", "lora", "dora", "pissa")
-STRICT_METHODS = tuple(f"{m}-strict" for m in PAPER_METHODS)
-ADAPTER_METHODS = PAPER_METHODS + STRICT_METHODS + ("headonly", "decoderonly", "cnnonly")
 NNUNET_METHODS = ("nnunet", "nnunet-ft")  # nnU-Net's own U-Net: from scratch / pre-trained on the source
-METHODS = ADAPTER_METHODS + ("full",) + NNUNET_METHODS
-DEFAULT_METHODS = PAPER_METHODS + ("headonly", "decoderonly", "full", "nnunet")
+
+
+# The method lists derive from the registry (hippo_peft.adapters.method_specs) each time they are read, so a method
+# registered by a user is a benchmark method too. Adapter methods train the papers' set (adapter + CNN decoder
+# blocks + head); "<method>-strict" the adapter + head; the baselines what their config fixes.
+def paper_methods() -> tuple[str, ...]:
+    """Adapter methods (two parameter groups: adapter, decoder + head)."""
+    from hippo_peft.adapters import method_specs
+    return tuple(s.name for s in method_specs() if not s.baseline)
+
+
+def adapter_methods() -> tuple[str, ...]:
+    """Every setting of a registered method: the papers' settings, the strict ones, the baselines."""
+    from hippo_peft.adapters import method_specs
+    specs = method_specs()
+    return (tuple(s.name for s in specs if not s.baseline) + tuple(s.settings[1] for s in specs if not s.baseline)
+            + tuple(s.name for s in specs if s.baseline))
+
+
+def all_methods() -> tuple[str, ...]:
+    return adapter_methods() + ("full",) + NNUNET_METHODS
+
+
+def default_methods() -> tuple[str, ...]:
+    from hippo_peft.adapters import method_specs
+    specs = [s for s in method_specs() if s.in_default_benchmark]
+    return (tuple(s.name for s in specs if not s.baseline) + tuple(s.name for s in specs if s.baseline)
+            + ("full", "nnunet"))
+
+
+_DERIVED = {"PAPER_METHODS": paper_methods, "ADAPTER_METHODS": adapter_methods, "METHODS": all_methods,
+            "DEFAULT_METHODS": default_methods,
+            "STRICT_METHODS": lambda: tuple(m for m in adapter_methods() if m.endswith("-strict"))}
+
+
+def __getattr__(name):  # the former constants (hippo_peft < 0.3), read from the registry now
+    if name in _DERIVED:
+        return _DERIVED[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # Version 2: the papers' trainable sets (hippo_peft 0.2). Version 3: validation cases, run names with the budget,
 # folders extendable by later commands. A work folder of another version is refused.
 SETTINGS_VERSION = 3
@@ -71,8 +106,8 @@ def parse_method(token: str) -> tuple[str, str | None, str | None]:
     group when a second rate follows), rate of the decoder + head group; rates in their one spelling."""
     from hippo_peft.trainers.budget import format_rate
     match = _METHOD_TOKEN.match(token)
-    if not match or match["method"] not in METHODS:
-        raise BenchmarkError(f"Unknown method '{token}'. Choose from: {', '.join(METHODS)} (nnunet = nnU-Net's "
+    if not match or match["method"] not in all_methods():
+        raise BenchmarkError(f"Unknown method '{token}'. Choose from: {', '.join(all_methods())} (nnunet = nnU-Net's "
                              f"default trainer from scratch, nnunet-ft = the same pre-trained on the source), "
                              f"optionally with learning rates: lorapt@3e-4 or lorapt@3e-4,1e-3 (adapter, decoder).")
     method, rates = match["method"], []
@@ -81,9 +116,9 @@ def parse_method(token: str) -> tuple[str, str | None, str | None]:
             rates.append(None if rate is None else format_rate(float(rate)))
         except ValueError:
             raise BenchmarkError(f"'{token}': '{rate}' is not a learning rate > 0 (write e.g. 3e-4).") from None
-    if rates[1] is not None and method not in PAPER_METHODS:
+    if rates[1] is not None and method not in paper_methods():
         raise BenchmarkError(f"'{token}': two rates (adapter, decoder + head) need a method that trains both, one "
-                             f"of {', '.join(PAPER_METHODS)}; give {method} one rate.")
+                             f"of {', '.join(paper_methods())}; give {method} one rate.")
     return method, rates[0], rates[1]
 
 
@@ -185,7 +220,7 @@ def _case_list(value) -> list[str]:
     return list(value or [])
 
 
-def resolve_settings(target: str, source: str | None = None, archs=("unetr",), methods=DEFAULT_METHODS,
+def resolve_settings(target: str, source: str | None = None, archs=("unetr",), methods=None,
                      shots=(5, 10, 20), draws: int = 3, seed: int = 0, preset: str | None = None,
                      iterations=None, source_iterations: int | None = None, device: str = "cpu",
                      n_test: int | None = -1, test_cases=None, train_draws_file: str | None = None,
@@ -203,8 +238,9 @@ def resolve_settings(target: str, source: str | None = None, archs=("unetr",), m
         if not torch.cuda.is_available():
             raise BenchmarkError("--device cuda, but torch sees no CUDA device here. Use --device cpu.")
     profile = PROFILES[device]
+    methods = default_methods() if methods is None else methods
     if not methods:
-        raise BenchmarkError(f"No method given. Choose from: {', '.join(METHODS)}.")
+        raise BenchmarkError(f"No method given. Choose from: {', '.join(all_methods())}.")
     methods = list(dict.fromkeys(methods))
     for token in methods:
         parse_method(token)
@@ -653,7 +689,7 @@ class Benchmark:
         cost["seconds_per_step"] = steps[len(steps) // 2]  # median: the first steps include warm-up
         cost["compute_seconds"] = round(sum(steps), 1)  # training steps only: no data loading, no validation
         cost["load_average"] = stats.get("load_average")  # > the cores: something else shared the CPU
-        if run.base_method in ADAPTER_METHODS:
+        if run.base_method in adapter_methods():
             from hippo_peft.adapter_files import export_adapter
             out = self.w.adapters / run.name
             with contextlib.redirect_stdout(io.StringIO()):

@@ -6,18 +6,33 @@ import json
 import statistics
 from pathlib import Path
 
-_ADAPTERS = {"lorapt": "LoRA-PT", "hyps": "HyPS", "pdora": "PDoRA", "lora": "LoRA", "dora": "DoRA", "pissa": "PiSSA"}
-METHOD_LABELS = {**_ADAPTERS, **{f"{m}-strict": f"{label} strict" for m, label in _ADAPTERS.items()},
-                 "headonly": "head only", "decoderonly": "decoder only", "cnnonly": "CNN only",
-                 "full": "full fine-tuning", "nnunet": "nnU-Net from scratch",
-                 "nnunet-ft": "nnU-Net fine-tuned"}
+_OWN_LABELS = {"full": "full fine-tuning", "nnunet": "nnU-Net from scratch", "nnunet-ft": "nnU-Net fine-tuned"}
+
+
+def method_labels() -> dict[str, str]:
+    """Table / plot label of every benchmark method: the registry's labels (hippo_peft.adapters.method_specs), the
+    strict settings as '<label> strict', and the benchmark's own methods."""
+    from hippo_peft.adapters import method_specs
+    labels = {}
+    for spec in method_specs():
+        labels[spec.name] = spec.label
+        labels.update({token: f"{spec.label} strict" for token in spec.settings[1:]})
+    return {**labels, **_OWN_LABELS}
+
+
+def __getattr__(name):  # METHOD_LABELS, the former constant, read from the registry now
+    if name == "METHOD_LABELS":
+        return method_labels()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # A run "started to learn" when fewer than this share of its test predictions are empty (no foreground at all);
 # no comparison is drawn at a budget where a method has not.
 STARTED_TO_LEARN_MAX_EMPTY = 0.10
 
 
 def method_label(record: dict, with_iterations: bool = False) -> str:
-    label = METHOD_LABELS.get(record["method"], record["method"])
+    label = method_labels().get(record["method"], record["method"])
     if record.get("lr"):
         label += f" lr {record['lr']}" + (f"/{record['decoder_lr']}" if record.get("decoder_lr") else "")
     if record["arch"] is not None:
@@ -161,7 +176,7 @@ def rate_section(records: list[dict]) -> list[str]:
              "| method | k | iterations | rate | validation Dice | test Dice | draws |",
              "|---|---|---|---|---|---|---|"]
     for c in choices:
-        label = METHOD_LABELS.get(c["method"], c["method"]) + (f" ({c['arch']})" if c["arch"] else "")
+        label = method_labels().get(c["method"], c["method"]) + (f" ({c['arch']})" if c["arch"] else "")
         for x in c["rates"]:
             rate = (x["lr"] + (f" / {x['decoder_lr']}" if x["decoder_lr"] else "")) if x["lr"] else "default"
             if x["token"] == c["chosen"]:
@@ -230,9 +245,9 @@ def curve_section(records: list[dict]) -> list[str]:
                          f"{'' if pt['started'] else ' *not started*'} | {_fmt(pt['val_dice'])} | "
                          f"{_fmt(pt['compute_seconds'], 0)} | {_fmt(pt['seconds_per_step'], 2)} | "
                          f"{_fmt(pt['load'], 1)} | {_fmt(pt['shared'], 2)} |")
-    reference = {k: pts for (label, k), pts in cs.items() if label == METHOD_LABELS["nnunet"]}
+    reference = {k: pts for (label, k), pts in cs.items() if label == _OWN_LABELS["nnunet"]}
     for k, ref in sorted(reference.items()):
-        others = {label: pts for (label, kk), pts in cs.items() if kk == k and label != METHOD_LABELS["nnunet"]}
+        others = {label: pts for (label, kk), pts in cs.items() if kk == k and label != _OWN_LABELS["nnunet"]}
         if not others:
             continue
         lines += ["", f"Equal compute, k = {k}: test Dice of each method at the compute seconds nnU-Net from scratch "
@@ -240,7 +255,7 @@ def curve_section(records: list[dict]) -> list[str]:
                       f"outside the range measured).", "",
                   "| method | " + " | ".join(f"{p['iterations']} it of nnU-Net ({_fmt(p['compute_seconds'], 0)} s)"
                                             for p in ref) + " |", "|---|" + "---|" * len(ref),
-                  f"| {METHOD_LABELS['nnunet']} | " + " | ".join(_fmt(p["test_dice"]) for p in ref) + " |"]
+                  f"| {_OWN_LABELS['nnunet']} | " + " | ".join(_fmt(p["test_dice"]) for p in ref) + " |"]
         for label, pts in sorted(others.items()):
             lines.append(f"| {label} | " + " | ".join(_fmt(at_compute(pts, p["compute_seconds"])) for p in ref) + " |")
     return lines

@@ -162,14 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_cmd_merge)
 
-    from hippo_peft.benchmark import METHODS
+    from hippo_peft.benchmark import NNUNET_METHODS, all_methods
     s = sub.add_parser("demo", help="the whole pipeline on CPU on generated phantoms (or --raw DATASET)")
     s.add_argument("--workdir", help="keep the nnU-Net tree here (default: a temporary folder, removed afterwards)")
     s.add_argument("--raw", help="an nnU-Net raw dataset folder (DatasetXXX_Name) to use as the target task")
     s.add_argument("--arch", default="unetr", choices=sorted(ARCHS))
     s.add_argument("--preset", default="compact", choices=sorted(PRESETS["unetr"]))
     s.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    s.add_argument("--method", default="lorapt", choices=[m for m in METHODS if m != "nnunet"],
+    s.add_argument("--method", default="lorapt", choices=[m for m in all_methods() if m not in NNUNET_METHODS],
                    help="how the target is adapted (default lorapt: adapter + CNN decoder + head, the papers' "
                         "setting; lorapt-strict: adapter + head; full = full fine-tuning)")
     s.set_defaults(func=_cmd_demo)
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     # --- end volumes / classify ---
     # --- benchmark (issue 4) registers below this line ---
     from hippo_peft import benchmark as bench
-    from hippo_peft.benchmark import DEFAULT_METHODS, METHODS, PROFILES
+    from hippo_peft.benchmark import PROFILES, default_methods
     s = sub.add_parser("benchmark", help="few-shot transfer: source pre-training, k-shot draws, every method and "
                                          "nnU-Net from scratch with the same iteration budget; table, CSV/JSON, plots",
                        description=bench.__doc__,
@@ -194,13 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workdir", required=True, help="folder for everything the benchmark writes; rerun the same "
                                                     "command to resume an interrupted benchmark")
     s.add_argument("--arch", nargs="+", default=["unetr"], choices=sorted(ARCHS), help="backbone(s) (default unetr)")
-    s.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
-                   help=f"any of {', '.join(METHODS)} (adapter methods train the adapter + CNN decoder + head as "
-                        f"the papers do, <method>-strict the adapter + head only, decoderonly the same decoder + "
+    s.add_argument("--methods", nargs="+", default=list(default_methods()), metavar="METHOD",
+                   help=f"any of {', '.join(all_methods())} (adapter methods train the adapter + CNN decoder + head as"
+                        f" the papers do, <method>-strict the adapter + head only, decoderonly the same decoder + "
                         f"head without an adapter, cnnonly every CNN part; nnunet: nnU-Net's default trainer from "
                         f"scratch; nnunet-ft: the same pre-trained on the source). A method may carry learning rates:"
                         f" lorapt@3e-4 (every group), lorapt@3e-4,1e-3 (adapter, decoder + head). Default: "
-                        f"{' '.join(DEFAULT_METHODS)}")
+                        f"{' '.join(default_methods())}")
     s.add_argument("--shots", nargs="+", type=int, default=[5, 10, 20], help="k values (default 5 10 20)")
     s.add_argument("--draws", type=int, default=3, help="random draws of k cases per k (default 3)")
     s.add_argument("--seed", type=int, default=0, help="seed of the test set and the draws (default 0)")

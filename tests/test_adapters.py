@@ -185,6 +185,7 @@ def test_trainers_train_the_documented_sets(arch):
         assert {n for n, p in net.named_parameters() if p.requires_grad} == expected, suffix
 
 
+@pytest.mark.slow
 def test_lorapt_paper_count_matches_the_method_notes():
     # UNETR-base, r = 1: W_sa 48 * (768 + 768 + 1) + 2 * 12 * (3072 + 768 + 1) = 165,960 (methods.md)
     net = build_network("monai.networks.nets.UNETR", get_preset("unetr", "paper"), [16, 16, 16], 1, 3)

@@ -81,6 +81,7 @@ torch.save = lambda obj, f, *a, **k: _hang(f)
 """
 
 
+@pytest.mark.e2e
 def test_export_adapter_killed_while_writing(tmp_path):
     model, _ = trained_model_folder(tmp_path, nnUNetTrainer_UNETR_LoRAPT)
     out = tmp_path / "adapter"
@@ -93,6 +94,7 @@ def test_export_adapter_killed_while_writing(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".adapter")]  # the stale temporary is gone
 
 
+@pytest.mark.e2e
 def test_merge_killed_while_writing_keeps_the_old_folder(tmp_path):
     model, _ = trained_model_folder(tmp_path, nnUNetTrainer_UNETR_LoRAPT)
     out = tmp_path / "merged"
@@ -107,6 +109,7 @@ def test_merge_killed_while_writing_keeps_the_old_folder(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".merged")]
 
 
+@pytest.mark.e2e
 def test_import_weights_killed_while_writing(tmp_path):
     from hippo_peft.networks import build_network, get_preset
     plans, dataset_json = minimal_plans("unetr", "tiny", [32, 32, 32])

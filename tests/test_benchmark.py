@@ -107,6 +107,7 @@ def test_bad_input_fails_before_anything_runs(phantoms, tmp_path, capsys):
     assert "phantom_003.nii.gz: the compressed stream is cut short" in err and not (tmp_path / "w2").exists()
 
 
+@pytest.mark.e2e
 def test_source_checkpoint_of_another_backbone_is_refused_before_training(phantoms, tmp_path, capsys, nnunet_env,
                                                                           monkeypatch):
     from hippo_peft.networks import build_network
@@ -161,6 +162,8 @@ def _records(work: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted((work / "runs").glob("*.json"))}
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_benchmark_end_to_end_resumes_after_kill(phantoms, tmp_path, nnunet_env):
     target, source = phantoms
     work = tmp_path / "work"

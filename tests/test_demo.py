@@ -3,9 +3,13 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from hippo_peft.demo import SOURCE_ID, TARGET_ID, run_demo
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_demo_transfer_workflow(tmp_path, nnunet_env, monkeypatch):
     for key in ("nnUNet_n_proc_DA", "nnUNet_def_n_proc", "OMP_NUM_THREADS"):
         monkeypatch.setenv(key, nnunet_env[key])

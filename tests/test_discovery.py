@@ -16,11 +16,13 @@ def find(name, env, cwd, check=True):
     return run([sys.executable, "-c", FIND, name], env, cwd, check=check)
 
 
+@pytest.mark.e2e
 def test_ext_trainer_folder_finds_our_classes(nnunet_env, tmp_path):
     out = find("nnUNetTrainer_SwinUNETR_short", nnunet_env, tmp_path).stdout
     assert "FOUND hippo_peft.trainers.nnUNetTrainer_SwinUNETR nnUNetTrainer_SwinUNETR_short" in out
 
 
+@pytest.mark.e2e
 def test_misspelled_trainer_lists_ours(nnunet_env, tmp_path):
     proc = find("nnUNetTrainer_UNTER_short", nnunet_env, tmp_path, check=False)
     assert proc.returncode != 0
@@ -28,6 +30,7 @@ def test_misspelled_trainer_lists_ours(nnunet_env, tmp_path):
     assert "nnUNetTrainer_SwinUNETR" in proc.stderr  # the list of ours
 
 
+@pytest.mark.e2e
 def test_installed_package_has_mapped_subpackages_from_anywhere(nnunet_env, tmp_path):
     code = ("import hippo_peft.trainers as t, hippo_peft.planners as p, os; "
             "print(os.path.dirname(t.__file__)); print(os.path.dirname(p.__file__))")
@@ -39,12 +42,14 @@ def test_installed_package_has_mapped_subpackages_from_anywhere(nnunet_env, tmp_
     assert proc.returncode != 0
 
 
+@pytest.mark.e2e
 def test_source_checkout_resolves_mapped_subpackages(nnunet_env):
     code = "import hippo_peft.trainers as t; print(t.__file__)"
     out = run([sys.executable, "-c", code], nnunet_env, REPO).stdout.strip()
     assert out == str(REPO / "trainers" / "__init__.py")
 
 
+@pytest.mark.e2e
 def test_in_tree_shim_install_and_uninstall(nnunet_env, tmp_path):
     env = {k: v for k, v in nnunet_env.items() if k != "nnUNet_extTrainer"}
     assert find("nnUNetTrainer_UNETR", env, tmp_path, check=False).returncode != 0
@@ -72,6 +77,7 @@ def test_shim_never_touches_a_foreign_file(tmp_path):
     assert uninstall_shim(tmp_path) == foreign and not foreign.exists()
 
 
+@pytest.mark.e2e
 def test_env_prints_export_line_and_missing_variables(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
     out = run([bin_path("hippo-peft"), "env"], env, tmp_path).stdout
@@ -79,6 +85,7 @@ def test_env_prints_export_line_and_missing_variables(tmp_path):
     assert "nnUNet_raw is NOT set" in out
 
 
+@pytest.mark.e2e
 def test_plan_without_nnunet_variables_says_what_to_export(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
     proc = run([bin_path("hippo-peft"), "plan", "-d", "4", "--arch", "unetr"], env, tmp_path, check=False)

@@ -3,6 +3,7 @@ stock plan -> `hippo-peft plan` (reusing nnU-Net's preprocessed data) -> `nnUNet
 `nnUNetv2_predict` on held-out labelled and unlabelled cases -> Dice against the labels. The same check must
 fail for a model that learned nothing (4 iterations, stock nnUNetPlans), which also proves our trainers run on
 nnU-Net's own plans."""
+import pytest
 import json
 
 import numpy as np
@@ -24,6 +25,8 @@ def learned(dice: dict) -> bool:
     return dice["Anterior+Posterior"] >= MIN_DICE
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_real_hippocampus_plan_train_predict(hippocampus, nnunet_env, tmp_path):
     cases = sorted(p.name[: -len(".nii.gz")] for p in (hippocampus / "labelsTr").glob("*.nii.gz"))
     rng = np.random.default_rng(0)

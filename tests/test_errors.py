@@ -1,10 +1,14 @@
 """Bad input gets a clear error before anything is lost or trained (subprocesses, like a user's shell)."""
 import json
 
+import pytest
+
 from hippo_peft.synthetic import write_dataset
 from tests.conftest import bin_path, minimal_plans, run
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_fold_with_fewer_cases_than_folds_explains_fold_all(nnunet_env, tmp_path):
     write_dataset(tmp_path / "nnUNet_raw", "Dataset951_Few", n_train=3)
     run([bin_path("hippo-peft"), "plan", "-d", "951", "--arch", "unetr", "--preset", "tiny", "-np", "1"],
@@ -26,6 +30,7 @@ def test_fold_with_fewer_cases_than_folds_explains_fold_all(nnunet_env, tmp_path
     assert plans_file.read_text() == before
 
 
+@pytest.mark.e2e
 def test_import_weights_refuses_wrong_architecture_and_existing_output(nnunet_env, tmp_path):
     import torch
 

@@ -1,6 +1,7 @@
 """`nnUNetv2_train ... --c` after a kill continues an adapter run with its adapter and optimizer state: a LoRA-PT
 run on phantoms is killed after its first epoch's checkpoint, resumed, and finishes; the optimizer's step count
 continues (a fresh optimizer would restart it), frozen tensors never move, the adapter keeps training."""
+import pytest
 import signal
 import subprocess
 import time
@@ -18,6 +19,8 @@ def w_keys(net) -> list[str]:
     return [n for n, _ in net.named_parameters()]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_kill_and_continue_keeps_adapter_and_optimizer_state(nnunet_env, tmp_path):
     env, cwd = nnunet_env, tmp_path
     write_dataset(env["nnUNet_raw"], "Dataset961_ResumePhantom", 4, seed=3)
@@ -90,6 +93,8 @@ def _as_written_before_0_2(checkpoint: dict, net) -> dict:
     return checkpoint
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_checkpoint_from_before_the_papers_setting_is_refused_and_continues_as_strict(nnunet_env, tmp_path):
     from hippo_peft import adapters as A
     from hippo_peft.trainers import nnUNetTrainer_UNETR_LoRAPT_Strict

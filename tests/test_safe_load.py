@@ -121,6 +121,8 @@ def test_corrupt_or_wrong_files_give_one_line(tmp_path):
         assert str(path) in message and "\n" not in message, (case, message)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_commands_refuse_the_payload_and_corrupt_files_with_exit_2(tmp_path, nnunet_env):
     """Through the real command: the payload never runs, one line names the global; nothing is written."""
     marker = tmp_path / "PWNED"
@@ -147,6 +149,7 @@ def test_commands_refuse_the_payload_and_corrupt_files_with_exit_2(tmp_path, nnu
         assert not (tmp_path / "c.safetensors").exists()
 
 
+@pytest.mark.e2e
 def test_convert_weights_makes_a_file_everything_loads(tmp_path, nnunet_env):
     research = tmp_path / "research.pth"
     torch.save({"model": {f"module.{k}": v for k, v in _state().items()}, "args": argparse.Namespace(lr=1)}, research)
@@ -173,6 +176,7 @@ def _refused(proc: subprocess.CompletedProcess, marker: Path) -> bool:
             and ("posix.system" in proc.stderr or "os.system" in proc.stderr))
 
 
+@pytest.mark.e2e
 def test_payload_through_export_merge_apply(tmp_path, nnunet_env):
     """A fold's checkpoint swapped for the payload (export-adapter, merge), and the payload as apply-adapter --base:
     refused through the real commands, the global named, nothing written."""
@@ -196,6 +200,7 @@ def test_payload_through_export_merge_apply(tmp_path, nnunet_env):
         assert not (tmp_path / out).exists()
 
 
+@pytest.mark.e2e
 def test_payload_through_nnunetv2_train_pretrained_weights(tmp_path, nnunet_env):
     """`nnUNetv2_train ... -tr <our trainer> -pretrained_weights evil.pth`: the payload never runs and the error
     nnU-Net shows names the global and the opt-in."""
@@ -257,6 +262,7 @@ def test_broken_adapter_files_give_one_line_and_write_nothing(tmp_path, capsys):
     assert "not readable JSON" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_payload_as_benchmark_source_is_refused_before_anything(tmp_path, nnunet_env):
     from hippo_peft.synthetic import write_dataset
     target = write_dataset(tmp_path / "raw", "Dataset001_Target", 8, seed=2)

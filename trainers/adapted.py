@@ -11,18 +11,16 @@ from torch import nn
 
 from hippo_peft import adapters
 from hippo_peft.adapter_files import CHECKPOINT_KEY
-from hippo_peft.trainers.base import SHORT, SMOKE, Schedule, nnUNetTrainer_TransformerBase
+from hippo_peft.trainers.base import Schedule, nnUNetTrainer_TransformerBase
 from hippo_peft.atomic import atomic_file
 from hippo_peft.safe_load import load_weights_file, trust_from_env
 from hippo_peft.weights import load_pretrained
 
 
 
-BASELINES = ("headonly", "decoderonly", "cnnonly")  # nothing injected: their config fixes what trains
-
-
 class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
-    """Abstract: subclasses set ``arch`` and ``method`` (and optionally ``method_options``).
+    """Abstract: subclasses set ``arch`` and ``method`` (and optionally ``method_options``); the method's default
+    rates and weight decays come from its registry entry (:class:`hippo_peft.adapters.MethodSpec`).
 
     What trains (``train_extra``, see :class:`hippo_peft.adapters.AdapterConfig`): by default the papers' setting,
     the method's tensors plus the CNN decoder blocks and the head ('decoder_head'); the ``_Strict`` trainers keep
@@ -34,10 +32,19 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
     method: str | None = None
     method_options: dict = {}
     train_extra = "decoder_head"
-    initial_lr_default = 1e-3  # the reference codes of LoRA-PT and HyPS; PDoRA uses 2e-3
-    # The papers train decoder and adapter with one optimizer, so the decoder's defaults equal the method's rates.
+    initial_lr_default = 1e-3  # overwritten from the method's registry entry (__init_subclass__)
     decoder_lr_default = 1e-3
     decoder_weight_decay_default = 1e-5
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("method"):  # the class that names the method takes its defaults from the registry
+            spec = adapters.get_method(cls.method)
+            for attr, value in (("initial_lr_default", spec.lr), ("decoder_lr_default", spec.decoder_lr),
+                                ("weight_decay_default", spec.weight_decay),
+                                ("decoder_weight_decay_default", spec.decoder_weight_decay)):
+                if attr not in cls.__dict__:
+                    setattr(cls, attr, value)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -50,7 +57,7 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
     @classmethod
     def adapter_config(cls) -> adapters.AdapterConfig:
         options = dict(cls.method_options)
-        if cls.method not in BASELINES:
+        if not adapters.get_method(cls.method).baseline:  # a baseline's config fixes what trains
             options.setdefault("train_extra", cls.train_extra)
         return adapters.make_config(cls.method, **options)
 
@@ -80,8 +87,8 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
     @classmethod
     def core_name(cls) -> str:
         """The written-out trainer this class is or derives a schedule from (``nnUNetTrainer_UNETR_LoRAPT``)."""
-        for klass in cls.__mro__:
-            if "schedule_of" not in klass.__dict__ and "budget_iterations" not in klass.__dict__:
+        for klass in cls.__mro__:  # _short / _smoke set a schedule, _<N>it a budget; the core sets neither
+            if "schedule" not in klass.__dict__ and "budget_iterations" not in klass.__dict__:
                 return klass.__name__
         return cls.__name__
 
@@ -193,63 +200,6 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
         return {"state": new_state, "param_groups": new_groups}
 
 
-# One mixin per method: its settings live here once; the backbone files combine them with a backbone.
-class LoRAPT:
-    """LoRA-PT: tubal rank 1 principal tensors of the stacked attention / MLP weights (reference lr 1e-3, wd 1e-5)."""
-    method = "lorapt"
-
-
-class HyPS:
-    """HyPS: rank-2 principal parallel branch + width-2 serial adapters on every transformer linear (wd 2e-5)."""
-    method = "hyps"
-    weight_decay_default = decoder_weight_decay_default = 2e-5
-
-
-class PDoRA:
-    """PDoRA: rank-8 principal MLP weights as magnitude x direction (reference lr 2e-3, wd 6e-5)."""
-    method = "pdora"
-    initial_lr_default = decoder_lr_default = 2e-3
-    weight_decay_default = decoder_weight_decay_default = 6e-5
-
-
-class LoRA:
-    """LoRA, rank 8, alpha 8, on every transformer linear."""
-    method = "lora"
-
-
-class DoRA:
-    """DoRA, rank 8, alpha 8, on every transformer linear."""
-    method = "dora"
-
-
-class PiSSA:
-    """PiSSA, rank 8, on every transformer linear."""
-    method = "pissa"
-
-
-class HeadOnly:
-    """Only the segmentation head trains."""
-    method = "headonly"
-
-
-class DecoderOnly:
-    """Exactly the decoder set of the default adapter trainers trains (CNN decoder blocks + head), no adapter:
-    against it, 'adapter + decoder' measures what the adapter adds."""
-    method = "decoderonly"
-
-
-class CNNOnly:
-    """Every CNN part trains (skip encoders, decoder blocks, head); the transformer stays frozen. What DecoderOnly
-    trained before hippo_peft 0.2."""
-    method = "cnnonly"
-
-
-class Strict:
-    """Strict setting: only the method's tensors and the head train, the CNN decoder stays frozen, so every change
-    must pass through the transformer (the default before hippo_peft 0.2)."""
-    train_extra = "head"
-
-
 def trainer_for_config(arch: str, config: dict) -> str | None:
     """The name of our written-out trainer for ``arch`` whose adapter config is ``config`` (None if none is); a
     config recorded before hippo_peft 0.2 finds the trainer that has its setting now."""
@@ -277,18 +227,5 @@ def trainer_with_setting(cls: type, config: dict) -> str | None:
     return fits + schedule_suffix(cls) if fits else None
 
 
-def schedule_variants(namespace: dict, cls: type) -> list[str]:
-    """Define ``<cls>_short`` and ``<cls>_smoke`` (CPU schedules) next to ``cls``; returns the names."""
-    names = []
-    for suffix, schedule, doc in (("short", SHORT, "20 epochs x 25 iterations: CPU checks and demos."),
-                                  ("smoke", SMOKE, "2 epochs x 2 iterations: does the plumbing work?")):
-        name = f"{cls.__name__}_{suffix}"
-        namespace[name] = type(name, (cls,), {"schedule": schedule, "__doc__": doc, "schedule_of": cls.__name__,
-                                               "__module__": namespace["__name__"], "__qualname__": name})
-        names.append(name)
-    return names
-
-
-__all__ = ["nnUNetTrainer_AdapterBase", "schedule_variants", "Schedule", "CHECKPOINT_KEY", "LoRAPT", "HyPS", "PDoRA",
-           "LoRA", "DoRA", "PiSSA", "HeadOnly", "DecoderOnly", "CNNOnly", "Strict", "BASELINES", "trainer_for_config",
-           "schedule_suffix", "trainer_with_setting"]
+__all__ = ["nnUNetTrainer_AdapterBase", "Schedule", "CHECKPOINT_KEY", "trainer_for_config", "schedule_suffix",
+           "trainer_with_setting"]

@@ -195,9 +195,8 @@ class CNNOnlyConfig(AdapterConfig):
                              "blocks and the head only.")
 
 
-CONFIGS: Dict[str, Type[AdapterConfig]] = {c.method: c for c in (
-    LoRAConfig, DoRAConfig, PiSSAConfig, PDoRAConfig, HyPSConfig, LoRAPTConfig, HeadOnlyConfig, DecoderOnlyConfig,
-    CNNOnlyConfig)}
+# method -> config class, filled by adapters.registry.register_method (every method module registers itself)
+CONFIGS: Dict[str, Type[AdapterConfig]] = {}
 
 
 def make_config(method: str, **kwargs) -> AdapterConfig:

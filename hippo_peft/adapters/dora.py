@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from hippo_peft.adapters.config import DoRAConfig
 from hippo_peft.adapters.core import directional_scale, weight_norm
 from hippo_peft.adapters.lora import LoRALinear
-from hippo_peft.adapters.registry import register_layer
+from hippo_peft.adapters.registry import MethodSpec
 
 
 class DoRALinear(LoRALinear):
@@ -33,4 +33,6 @@ class DoRALinear(LoRALinear):
         return F.linear(x, self.merged_weight(), self.bias)
 
 
-register_layer("dora", DoRALinear)
+SPEC = MethodSpec("dora", DoRAConfig, "DoRA", "DoRA", layer=DoRALinear,
+                           summary="DoRA, rank 8, alpha 8, on every transformer linear.",
+                           paper="Liu et al. 2024, DoRA: weight-decomposed low-rank adaptation")

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hippo_peft.adapters.config import HyPSConfig
-from hippo_peft.adapters.lora import PiSSALinear
-from hippo_peft.adapters.registry import register_layer
+from hippo_peft.adapters.pissa import PiSSALinear
+from hippo_peft.adapters.registry import MethodSpec
 
 
 class SerialAdapter(nn.Module):
@@ -89,4 +89,8 @@ class HyPSLinear(PiSSALinear):
         return merged
 
 
-register_layer("hyps", HyPSLinear)
+SPEC = MethodSpec(
+    "hyps", HyPSConfig, "HyPS", "HyPS", layer=HyPSLinear, weight_decay=2e-5,
+    summary="HyPS: rank-2 principal parallel branch + width-2 serial adapters on every transformer linear "
+            "(wd 2e-5).",
+    paper="HyPS: hybrid parallel and serial adapters on principal weights for few-shot medical segmentation")

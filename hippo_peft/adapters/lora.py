@@ -1,6 +1,5 @@
-"""LoRA and PiSSA: ``y = x (W0 + s B A)^T + b`` with the update applied in factored form (no d_out x d_in
-tensor per step). LoRA starts from ``B = 0``; PiSSA starts from the principal SVD part, ``W0`` being the
-frozen residual."""
+"""LoRA: ``y = x (W0 + s B A)^T + b`` with the update applied in factored form (no d_out x d_in tensor per
+step), starting from ``B = 0``. PiSSA (:mod:`.pissa`) is the same layer started from the principal SVD part."""
 from __future__ import annotations
 
 import math
@@ -9,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hippo_peft.adapters.config import LoRAConfig, PiSSAConfig
-from hippo_peft.adapters.core import AdaptedLinear, full_precision, principal_split
-from hippo_peft.adapters.registry import register_layer
+from hippo_peft.adapters.config import LoRAConfig
+from hippo_peft.adapters.core import AdaptedLinear, full_precision
+from hippo_peft.adapters.registry import MethodSpec
 
 
 class LoRALinear(AdaptedLinear):
@@ -46,19 +45,6 @@ class LoRALinear(AdaptedLinear):
         return F.linear(x, self.weight, self.bias) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
 
 
-class PiSSALinear(LoRALinear):
-    """LoRA whose factors start as the principal rank-r SVD part; ``weight`` holds the frozen residual."""
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, config: PiSSAConfig) -> "PiSSALinear":
-        scaling = getattr(config, "scaling", 1.0)  # HyPS has no alpha: its principal branch is unscaled
-        lora_a, lora_b, residual = principal_split(linear.weight, config.rank, scaling)
-        layer = cls(linear, config.rank, scaling, weight=residual)
-        with torch.no_grad():
-            layer.lora_A.copy_(lora_a)
-            layer.lora_B.copy_(lora_b)
-        return layer
-
-
-register_layer("lora", LoRALinear)
-register_layer("pissa", PiSSALinear)
+SPEC = MethodSpec("lora", LoRAConfig, "LoRA", "LoRA", layer=LoRALinear,
+                           summary="LoRA, rank 8, alpha 8, on every transformer linear.",
+                           paper="Hu et al. 2021, LoRA: low-rank adaptation of large language models")

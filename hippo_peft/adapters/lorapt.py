@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from hippo_peft.adapters.config import LoRAPTConfig
 from hippo_peft.adapters.core import full_precision
-from hippo_peft.adapters.registry import register_injector
+from hippo_peft.adapters.registry import MethodSpec
 from hippo_peft.adapters.targets import FUSED_QKV, find_targets
 from hippo_peft.adapters.tsvd import t_svd
 
@@ -182,4 +182,8 @@ def remove_lorapt(model: nn.Module) -> None:
             del hooks[hid]
 
 
-register_injector("lorapt", inject_lorapt)
+SPEC = MethodSpec(
+    "lorapt", LoRAPTConfig, "LoRA-PT", "LoRAPT", injector=inject_lorapt,
+    summary="LoRA-PT: tubal rank 1 principal tensors of the stacked attention / MLP weights (reference lr 1e-3, "
+            "wd 1e-5).",
+    paper="LoRA-PT: low-rank adaptation of UNETR using principal tensor singular values and vectors (t-SVD)")

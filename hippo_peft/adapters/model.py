@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from hippo_peft.adapters.config import AdapterConfig
 from hippo_peft.adapters.core import AdaptedLinear
 from hippo_peft.adapters.lorapt import GROUPS_ATTR, PrincipalTensor, TensorSliceLinear, remove_lorapt
-from hippo_peft.adapters.registry import INJECTORS, LAYERS, register_injector
+from hippo_peft.adapters.registry import INJECTORS, LAYERS
 from hippo_peft.adapters.targets import Backbone, backbone_of, find_targets
 
 CONFIG_ATTR = "hippo_peft_adapter"
@@ -108,12 +108,6 @@ def inject(model: nn.Module, config: AdapterConfig) -> nn.Module:
     object.__setattr__(model, BASE_COUNT_ATTR, base_count)
     object.__setattr__(model, FINGERPRINT_ATTR, fingerprint)
     return model
-
-
-# The baselines inject nothing: only what config.train_extra unfreezes trains.
-register_injector("headonly", lambda model, config: None)
-register_injector("decoderonly", lambda model, config: None)
-register_injector("cnnonly", lambda model, config: None)
 
 
 def adapter_config(model: nn.Module) -> AdapterConfig | None:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from hippo_peft.adapters.config import PDoRAConfig
 from hippo_peft.adapters.core import AdaptedLinear, directional_scale, full_precision, principal_split, weight_norm
-from hippo_peft.adapters.registry import register_layer
+from hippo_peft.adapters.registry import MethodSpec
 
 
 class PDoRALinear(AdaptedLinear):
@@ -37,4 +37,7 @@ class PDoRALinear(AdaptedLinear):
         return self.weight + directional_scale(self.principal(), self.magnitude, self.norm_axis, self.detach_norm)
 
 
-register_layer("pdora", PDoRALinear)
+SPEC = MethodSpec(
+    "pdora", PDoRAConfig, "PDoRA", "PDoRA", layer=PDoRALinear, lr=2e-3, weight_decay=6e-5,
+    summary="PDoRA: rank-8 principal MLP weights as magnitude x direction (reference lr 2e-3, wd 6e-5).",
+    paper="PDoRA: principal weight-decomposed low-rank adaptation")

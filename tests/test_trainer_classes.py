@@ -1,0 +1,81 @@
+"""Every trainer name a user can type is a ``class`` statement in ``trainers/`` (found by parsing, as ``grep``
+would), with the settings of its method's registry entry, on both backbones."""
+import ast
+import re
+import sys
+
+import pytest
+
+from hippo_peft import adapters as A
+from hippo_peft import trainers
+from tests.conftest import REPO, run
+
+BACKBONES = {"unetr": "UNETR", "swinunetr": "SwinUNETR"}
+SCHEDULES = {"": None, "_short": "SHORT", "_smoke": "SMOKE"}
+
+
+def class_statements() -> dict[str, str]:
+    """class name -> file, for every top-level ``class`` in trainers/*.py."""
+    found = {}
+    for path in sorted((REPO / "trainers").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                found[node.name] = path.name
+    return found
+
+
+@pytest.mark.parametrize("arch", BACKBONES)
+@pytest.mark.parametrize("spec", A.method_specs(), ids=lambda s: s.name)
+def test_every_registered_method_has_its_classes(spec, arch):
+    statements = class_statements()
+    core = f"nnUNetTrainer_{BACKBONES[arch]}_{spec.trainer_suffix}"
+    settings = {core: "decoder_head" if not spec.baseline else None}
+    if not spec.baseline:
+        settings[core + "_Strict"] = "head"
+    for name, train_extra in settings.items():
+        for suffix, schedule in SCHEDULES.items():
+            full = name + suffix
+            assert statements.get(full) == f"nnUNetTrainer_{BACKBONES[arch]}.py", (
+                f"{full} is not a class statement in trainers/nnUNetTrainer_{BACKBONES[arch]}.py; add\n\n"
+                f"class {full}({name if suffix else f'nnUNetTrainer_{BACKBONES[arch]}_Adapter'}):")
+            cls = getattr(trainers, full)
+            assert full in trainers.__all__ and cls.arch == arch and cls.method == spec.name
+            assert cls.core_name() == name
+            config = cls.adapter_config()
+            assert type(config) is spec.config
+            if train_extra:
+                assert config.train_extra == train_extra
+            if schedule:
+                assert cls.schedule == getattr(trainers.base, schedule)
+
+
+def test_every_exported_trainer_is_a_class_statement():
+    statements = class_statements()
+    made_at_run_time = [n for n in trainers.__all__ if n not in statements]
+    assert not made_at_run_time
+    assert len(trainers.__all__) == 2 * (3 + 3 * sum(1 if s.baseline else 2 for s in A.method_specs()))
+
+
+def readme_trainer_names() -> set[str]:
+    # results folders (<trainer>__<plans>__<config>) give their trainer; `..._<N>it` placeholders end in "_"
+    names = {n.split("__")[0] for n in re.findall(r"nnUNetTrainer_(?:UNETR|SwinUNETR)\w*",
+                                                  (REPO / "README.md").read_text())}
+    return {n for n in names if not re.search(r"_\d+it", n) and not n.endswith("_")}
+
+
+def test_readme_trainer_names_are_class_statements():
+    names = readme_trainer_names()
+    assert {"nnUNetTrainer_UNETR_LoRAPT", "nnUNetTrainer_UNETR_LoRAPT_Strict", "nnUNetTrainer_SwinUNETR"} <= names
+    statements = class_statements()
+    assert sorted(n for n in names if n not in statements) == []
+
+
+@pytest.mark.e2e
+def test_nnunet_lookup_finds_every_readme_trainer(nnunet_env, tmp_path):
+    names = sorted(readme_trainer_names())
+    code = ("import sys\nfrom nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f\n"
+            "for name in sys.argv[1:]:\n    print(name, f(name).__module__)\n")
+    out = run([sys.executable, "-c", code, *names], nnunet_env, tmp_path).stdout.split("\n")
+    found = dict(line.split() for line in out if line.strip())
+    assert sorted(found) == names
+    assert all(module.startswith("hippo_peft.trainers.nnUNetTrainer_") for module in found.values())
