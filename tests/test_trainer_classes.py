@@ -74,8 +74,8 @@ def test_readme_trainer_names_are_class_statements():
 def test_nnunet_lookup_finds_every_readme_trainer(nnunet_env, tmp_path):
     names = sorted(readme_trainer_names())
     code = ("import sys\nfrom nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f\n"
-            "for name in sys.argv[1:]:\n    print(name, f(name).__module__)\n")
+            "for name in sys.argv[1:]:\n    print('FOUND', name, f(name).__module__)\n")
     out = run([sys.executable, "-c", code, *names], nnunet_env, tmp_path).stdout.split("\n")
-    found = dict(line.split() for line in out if line.strip())
+    found = dict(line.split()[1:] for line in out if line.startswith("FOUND "))
     assert sorted(found) == names
     assert all(module.startswith("hippo_peft.trainers.nnUNetTrainer_") for module in found.values())
