@@ -31,7 +31,7 @@ from pathlib import Path
 
 PATCH = {"unetr": [48, 64, 48], "swinunetr": [64, 64, 64]}
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: its hippo_peft
-from hippo_peft.benchmark import adapter_methods  # noqa: E402  (every setting of every registered method)
+from hippo_peft.experiments.benchmark import adapter_methods  # noqa: E402  (every setting of every registered method)
 
 
 def known_methods() -> list[str]:

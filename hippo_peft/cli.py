@@ -8,7 +8,7 @@ from hippo_peft.networks.presets import ARCHS, PRESETS
 
 
 def _cmd_plan(args):
-    from hippo_peft.planning import plan_dataset
+    from hippo_peft.nnunet.planning import plan_dataset
     plan_dataset(args.dataset, args.arch, args.preset, args.patch_size, args.plans_name, args.overwrite, args.np,
                  preprocess=not args.no_preprocess, verify=not args.no_verify)
 
@@ -16,7 +16,7 @@ def _cmd_plan(args):
 def _cmd_env(args):
     import os
 
-    from hippo_peft.nnunet_env import NNUNET_PATH_VARS, SHIM_NAME, ext_trainer_export_line, nnunet_trainer_dir
+    from hippo_peft.nnunet.env import NNUNET_PATH_VARS, SHIM_NAME, ext_trainer_export_line, nnunet_trainer_dir
     print(ext_trainer_export_line())
     for name in NNUNET_PATH_VARS:
         value = os.environ.get(name)
@@ -26,50 +26,50 @@ def _cmd_env(args):
 
 
 def _cmd_install_shim(args):
-    from hippo_peft.nnunet_env import install_shim
+    from hippo_peft.nnunet.env import install_shim
     print(f"Wrote {install_shim()}; nnU-Net now finds hippo_peft's trainers without nnUNet_extTrainer.")
 
 
 def _cmd_uninstall_shim(args):
-    from hippo_peft.nnunet_env import uninstall_shim
+    from hippo_peft.nnunet.env import uninstall_shim
     removed = uninstall_shim()
     print(f"Removed {removed}" if removed else "No hippo_peft shim was installed.")
 
 
 def _cmd_import_weights(args):
-    from hippo_peft.import_weights import import_weights
+    from hippo_peft.nnunet.import_weights import import_weights
     import_weights(args.source, args.plans, args.output, args.configuration, args.min_fraction, args.overwrite,
                    args.trust_pickle)
 
 
 def _cmd_convert_weights(args):
-    from hippo_peft.import_weights import convert_weights
+    from hippo_peft.nnunet.import_weights import convert_weights
     convert_weights(args.source, args.output, args.trust_pickle, args.overwrite)
 
 
 def _cmd_export_adapter(args):
-    from hippo_peft.adapter_files import export_adapter
+    from hippo_peft.nnunet.adapter_files import export_adapter
     export_adapter(args.fold_dir, args.output, args.overwrite)
 
 
 def _cmd_apply_adapter(args):
-    from hippo_peft.adapter_files import apply_adapter
+    from hippo_peft.nnunet.adapter_files import apply_adapter
     apply_adapter(args.adapter, args.base, args.plans, args.output, args.merge, args.overwrite, args.trust_pickle)
 
 
 def _cmd_merge(args):
-    from hippo_peft.adapter_files import merge_model
+    from hippo_peft.nnunet.adapter_files import merge_model
     merge_model(args.model_dir, args.output, args.folds, args.overwrite)
 
 
 def _cmd_demo(args):
-    from hippo_peft.demo import run_demo
+    from hippo_peft.experiments.demo import run_demo
     run_demo(workdir=args.workdir, raw=args.raw, arch=args.arch, preset=args.preset, keep=args.keep,
              method=args.method)
 
 
 def _cmd_benchmark(args):
-    from hippo_peft.benchmark import run_benchmark
+    from hippo_peft.experiments.benchmark import run_benchmark
     n_test = None if args.n_test == "all" else int(args.n_test) if args.n_test.lstrip("-").isdigit() else "bad"
     if n_test == "bad":
         raise ValueError(f"--n-test {args.n_test}: give a number of cases or 'all'.")
@@ -81,7 +81,7 @@ def _cmd_benchmark(args):
 
 
 def _cmd_benchmark_report(args):
-    from hippo_peft.benchmark import write_folder_report
+    from hippo_peft.experiments.benchmark import write_folder_report
     print(f"report: {write_folder_report(args.workdir)}")
 
 
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_cmd_merge)
 
-    from hippo_peft.benchmark import NNUNET_METHODS, all_methods
+    from hippo_peft.experiments.benchmark import NNUNET_METHODS, all_methods
     s = sub.add_parser("demo", help="the whole pipeline on CPU on generated phantoms (or --raw DATASET)")
     s.add_argument("--workdir", help="keep the nnU-Net tree here (default: a temporary folder, removed afterwards)")
     s.add_argument("--raw", help="an nnU-Net raw dataset folder (DatasetXXX_Name) to use as the target task")
@@ -175,13 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_demo)
 
     # --- volumes / classify (issue 5) register below this line ---
-    from hippo_peft import classify, volumes
+    from hippo_peft.analysis import classify, volumes
     volumes.register(sub)
     classify.register(sub)
     # --- end volumes / classify ---
     # --- benchmark (issue 4) registers below this line ---
-    from hippo_peft import benchmark as bench
-    from hippo_peft.benchmark import PROFILES, default_methods
+    from hippo_peft.experiments import benchmark as bench
+    from hippo_peft.experiments.benchmark import PROFILES, default_methods
     s = sub.add_parser("benchmark", help="few-shot transfer: source pre-training, k-shot draws, every method and "
                                          "nnU-Net from scratch with the same iteration budget; table, CSV/JSON, plots",
                        description=bench.__doc__,

@@ -15,7 +15,7 @@ from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner
 from nnunetv2.paths import nnUNet_preprocessed
 
 from hippo_peft.networks.presets import get_arch, get_preset
-from hippo_peft.plans import make_configuration
+from hippo_peft.nnunet.plans import make_configuration
 
 STOCK_PLANS = "nnUNetPlans"
 # keys of a configuration that decide what the preprocessed data look like

@@ -64,15 +64,9 @@ def run(cmd: list[str], env: dict, cwd: Path, check: bool = True) -> subprocess.
 
 def link_cases(source: Path, target: Path, cases: list[str], split: str, with_labels: bool = True,
                labels_dir: str | None = None) -> None:
-    """Symlink real cases into an nnU-Net raw folder (the data are never copied)."""
-    (target / f"images{split}").mkdir(parents=True, exist_ok=True)
-    for case in cases:
-        src_split = "Tr" if (source / "labelsTr" / f"{case}.nii.gz").exists() else "Ts"
-        os.symlink(source / f"images{src_split}" / f"{case}_0000.nii.gz", target / f"images{split}" / f"{case}_0000.nii.gz")
-        if with_labels:
-            lab = target / (labels_dir or f"labels{split}")
-            lab.mkdir(parents=True, exist_ok=True)
-            os.symlink(source / "labelsTr" / f"{case}.nii.gz", lab / f"{case}.nii.gz")
+    """Symlink real cases into an nnU-Net raw folder (the data are never copied): the package's own helper."""
+    from hippo_peft.experiments.datasets import link_cases as link
+    link(source, target, cases, split, labels=with_labels, labels_dir=labels_dir)
 
 
 def write_dataset_json(folder: Path, base: Path, n_train: int) -> None:
@@ -83,7 +77,7 @@ def write_dataset_json(folder: Path, base: Path, n_train: int) -> None:
 
 def minimal_plans(arch: str, preset: str, patch_size, n_channels: int = 1) -> tuple[dict, dict]:
     """A plans dict + dataset.json shaped like nnU-Net's, without running nnU-Net's planner."""
-    from hippo_peft.plans import make_configuration
+    from hippo_peft.nnunet.plans import make_configuration
     stock = {"data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
              "batch_size": 9, "patch_size": list(patch_size), "median_image_size_in_voxels": [35, 50, 36],
              "spacing": [1.0, 1.0, 1.0], "normalization_schemes": ["ZScoreNormalization"] * n_channels,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hippo_peft import adapters as A
-from hippo_peft.adapter_files import AdapterMismatchError, apply_adapter, export_adapter, merge_model
+from hippo_peft.nnunet.adapter_files import AdapterMismatchError, apply_adapter, export_adapter, merge_model
 from hippo_peft.networks import build_network
 from hippo_peft.trainers import nnUNetTrainer_UNETR_HyPS, nnUNetTrainer_UNETR_LoRAPT
 from tests.conftest import minimal_plans

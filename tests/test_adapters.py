@@ -13,7 +13,7 @@ from hippo_peft import adapters as A
 from hippo_peft.adapters.lorapt import PrincipalTensor
 from hippo_peft.adapters.tsvd import compose, compose_slices, t_product, t_svd, t_transpose
 from hippo_peft.networks import build_network, get_arch, get_preset
-from hippo_peft.synthetic import make_phantom
+from hippo_peft.experiments.synthetic import make_phantom
 
 PATCH = {"unetr": [48, 64, 48], "swinunetr": [64, 64, 64]}
 METHOD_KW = {"lora": dict(rank=4), "dora": dict(rank=4), "pissa": dict(rank=4), "pdora": dict(rank=4),

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hippo_peft.benchmark import BenchmarkError, resolve_settings
+from hippo_peft.experiments.benchmark import BenchmarkError, resolve_settings
 from hippo_peft.cli import main
-from hippo_peft.synthetic import write_dataset
+from hippo_peft.experiments.synthetic import write_dataset
 from hippo_peft.trainers.budget import split_budget
 from tests.conftest import bin_path
 
@@ -150,7 +150,7 @@ def test_budget_variants_train_exactly_n_iterations():
                 "nnUNetTrainer_UNETR_LoRAPT_100it_dlr1e-3", "nnUNetTrainer_100it_lr3e-04"):
         with pytest.raises(AttributeError):
             getattr(trainers, bad)
-    from hippo_peft.benchmark import parse_method, rate_suffix
+    from hippo_peft.experiments.benchmark import parse_method, rate_suffix
     from hippo_peft.trainers.budget import format_rate
     assert [format_rate(r) for r in (3e-4, 0.0025, 1e-2, 1.0)] == ["3e-4", "2.5e-3", "1e-2", "1e0"]
     assert parse_method("lorapt@0.0003,1E-3") == ("lorapt", "3e-4", "1e-3") and parse_method("full") == ("full", None,
@@ -277,7 +277,7 @@ def test_work_folder_from_before_the_papers_setting_is_refused(phantoms, tmp_pat
     tensors: resuming into it is refused, nothing in it is touched."""
     from dataclasses import asdict
 
-    from hippo_peft.benchmark import Workdir
+    from hippo_peft.experiments.benchmark import Workdir
     target, source = phantoms
     s = resolve_settings(str(target), str(source), methods=["lorapt"], shots=[2], draws=1, n_test=2, n_val=0)
     old = {k: v for k, v in asdict(s).items() if k != "settings_version"}
@@ -298,7 +298,7 @@ def test_work_folder_from_before_the_papers_setting_is_refused(phantoms, tmp_pat
 def test_a_later_command_extends_the_folder_with_new_shots_and_keeps_folds(phantoms, tmp_path):
     """Later commands may add shots, draws, budgets and methods: earlier folds keep their numbers and cases, the
     folder's record holds the union; a clashing draws file is refused."""
-    from hippo_peft.benchmark import Workdir, planned_runs
+    from hippo_peft.experiments.benchmark import Workdir, planned_runs
     target, source = phantoms
     common = dict(target=str(target), source=str(source), n_test=2, n_val=1)
     first = resolve_settings(**common, methods=["lorapt"], shots=[3], draws=2, iterations=10)
@@ -343,7 +343,7 @@ def test_report_chooses_rates_on_validation_and_compares_at_equal_compute():
     at equal compute without extrapolating, and pair draws."""
     from types import SimpleNamespace
 
-    from hippo_peft.benchmark_report import at_compute, curves, markdown, paired_differences, rate_choices
+    from hippo_peft.experiments.benchmark_report import at_compute, curves, markdown, paired_differences, rate_choices
     records = [_record("lorapt", k=20, lr="3e-4", val=0.5, test=0.9),  # best on the test set: must not matter
                _record("lorapt", k=20, lr="1e-3", val=0.7, test=0.6),
                _record("lorapt", k=20, lr="3e-3", val=0.8, test=0.7, empty=4),  # 10 % empty: has not started to learn

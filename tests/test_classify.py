@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hippo_peft.classify import (auc_by_ranks, bootstrap_ci, build_cohort, classify, write_synthetic_cohort)
+from hippo_peft.analysis.classify import (auc_by_ranks, bootstrap_ci, build_cohort, classify, write_synthetic_cohort)
 from hippo_peft.cli import main
 
 FAST = ["--repeats", "3", "--permutations", "39", "--bootstrap", "200"]  # keeps a CLI run to about a second
@@ -126,7 +126,7 @@ def test_volume_alone_is_weaker_than_with_covariates(cohort_dir):
                          "AD,CN")
     full = build_cohort(cohort_dir / "synthetic_volumes.csv", cohort_dir / "synthetic_metadata.csv", "diagnosis",
                         "AD,CN", covariates=["age"], icv_column="icv")
-    from hippo_peft.classify import run_classification
+    from hippo_peft.analysis.classify import run_classification
     a = run_classification(plain, **kw)["metrics"]["auc"]["mean_over_repeats"]
     b = run_classification(full, **kw)["metrics"]["auc"]["mean_over_repeats"]
     assert 0.7 < a < b
@@ -153,7 +153,7 @@ def test_svm_rf_and_per_label_features(cohort_dir):
                      "AD,CN", volume_columns=["Anterior_mm3", "Posterior_mm3"], icv_column="icv",
                      icv_normalised_only=True)
     assert c.feature_names == ["Anterior_mm3/icv", "Posterior_mm3/icv"]
-    from hippo_peft.classify import run_classification
+    from hippo_peft.analysis.classify import run_classification
     r = run_classification(c, model="svm", repeats=2, n_permutations=0, n_boot=0)
     assert r["metrics"]["auc"]["mean_over_repeats"] > 0.85 and r["permutation_test"] is None
     r = run_classification(c, model="rf", repeats=1, n_permutations=0, n_boot=0)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hippo_peft.demo import SOURCE_ID, TARGET_ID, run_demo
+from hippo_peft.experiments.demo import SOURCE_ID, TARGET_ID, run_demo
 
 
 @pytest.mark.e2e

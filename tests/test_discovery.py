@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from hippo_peft.nnunet_env import SHIM_MARKER, install_shim, uninstall_shim
+from hippo_peft.nnunet.env import SHIM_MARKER, install_shim, uninstall_shim
 from tests.conftest import REPO, bin_path, run
 
 FIND = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f; "

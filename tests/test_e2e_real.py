@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import torch
 
 from hippo_peft.adapters.tsvd import compose
-from hippo_peft.demo import dice_table
+from hippo_peft.experiments.demo import dice_table
 from tests.conftest import bin_path, link_cases, run, write_dataset_json
 
 N_TRAIN, N_TEST, N_UNLABELLED = 10, 4, 2

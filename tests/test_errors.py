@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from hippo_peft.synthetic import write_dataset
+from hippo_peft.experiments.synthetic import write_dataset
 from tests.conftest import bin_path, minimal_plans, run
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from hippo_peft.metrics import case_metrics, dice, hd95, label_regions
+from hippo_peft.analysis.metrics import case_metrics, dice, hd95, label_regions
 
 SPACING = (1.0, 0.8, 1.25)  # mm per axis of the arrays, deliberately anisotropic
 

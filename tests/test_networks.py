@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from hippo_peft.networks import PRESETS, build_network, get_arch, get_preset
-from hippo_peft.plans import (adapt_plans_for_trainer, check_patch_size, make_configuration, round_patch_size)
-from hippo_peft.schedule import WarmupPolyLRScheduler
+from hippo_peft.nnunet.plans import (adapt_plans_for_trainer, check_patch_size, make_configuration, round_patch_size)
+from hippo_peft.nnunet.schedule import WarmupPolyLRScheduler
 from tests.conftest import minimal_plans
 
 # nnU-Net plans [40, 56, 40] for the MSD hippocampus crops; rounded up per backbone

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from hippo_peft import adapters as A
-from hippo_peft import benchmark, benchmark_report, cli, trainers
+from hippo_peft import cli, trainers
+from hippo_peft.experiments import benchmark, benchmark_report
 from hippo_peft.adapters.config import LoRAConfig
 from hippo_peft.adapters.lora import LoRALinear
 from tests.conftest import REPO

@@ -8,8 +8,8 @@ import time
 
 import torch
 
-from hippo_peft.import_weights import network_from_plans
-from hippo_peft.synthetic import write_dataset
+from hippo_peft.nnunet.import_weights import network_from_plans
+from hippo_peft.experiments.synthetic import write_dataset
 from tests.conftest import bin_path, run
 
 TRAINER = "nnUNetTrainer_UNETR_LoRAPT_smoke"

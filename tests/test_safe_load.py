@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from hippo_peft.safe_load import UnsafeCheckpointError, WeightsFileError, load_weights_file
-from hippo_peft.weights import read_state_dict
+from hippo_peft.nnunet.weights import read_state_dict
 from tests.conftest import bin_path, minimal_plans
 
 
@@ -264,7 +264,7 @@ def test_broken_adapter_files_give_one_line_and_write_nothing(tmp_path, capsys):
 
 @pytest.mark.e2e
 def test_payload_as_benchmark_source_is_refused_before_anything(tmp_path, nnunet_env):
-    from hippo_peft.synthetic import write_dataset
+    from hippo_peft.experiments.synthetic import write_dataset
     target = write_dataset(tmp_path / "raw", "Dataset001_Target", 8, seed=2)
     marker = tmp_path / "PWNED"
     evil = _payload_checkpoint(tmp_path / "evil.pth", marker)

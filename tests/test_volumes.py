@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from hippo_peft.cli import main
-from hippo_peft.volumes import cohort_bounds, compute_volumes, measure_label_map
+from hippo_peft.analysis.volumes import cohort_bounds, compute_volumes, measure_label_map
 
 # SimpleITK spacing is (x, y, z); the array is (z, y, x). A spacing whose product is 1 would hide a missing
 # multiplication, so the voxel volume here is 0.7 * 0.9 * 1.3 = 0.819 mm³.

@@ -1,9 +1,10 @@
 """The tolerant pre-trained loader: class change, channel change, foreign MONAI checkpoints, refusals."""
 import pytest
 import torch
+from torch import nn
 
 from hippo_peft.networks import build_network, get_arch, get_preset
-from hippo_peft.weights import (WeightsMismatchError, adapt_input_channels, load_pretrained, read_state_dict,
+from hippo_peft.nnunet.weights import (WeightsMismatchError, adapt_input_channels, load_pretrained, read_state_dict,
                                 transfer_weights)
 
 UNETR = get_arch("unetr").network_class_name
@@ -110,3 +111,36 @@ def test_missing_or_empty_files(tmp_path):
     torch.save({"epoch": 1, "note": "no tensors"}, tmp_path / "empty.pt")
     with pytest.raises(WeightsMismatchError, match="no state dict"):
         read_state_dict(tmp_path / "empty.pt")
+
+
+def test_pretrained_weights_routing_is_scoped_to_our_trainer(monkeypatch):
+    """nnUNetv2_train's -pretrained_weights reaches our loader for our trainer's network only; any other network
+    (e.g. nnU-Net's own trainer in the same process) still gets nnU-Net's function."""
+    import gc
+
+    import nnunetv2.run.run_training as run_training
+
+    from hippo_peft.trainers.base import route_pretrained_weights
+    calls = []
+    monkeypatch.setattr(run_training, "load_pretrained_weights",
+                        lambda network, fname, verbose=False: calls.append(("nnunet", network, fname)))
+
+    class Trainer:  # what route_pretrained_weights uses of a trainer
+        def __init__(self, name):
+            self.name, self.network = name, nn.Linear(1, 1)
+
+        def load_pretrained_weights(self, fname):
+            calls.append((self.name, self.network, fname))
+
+    first, second, other = Trainer("first"), Trainer("second"), nn.Linear(1, 1)
+    route_pretrained_weights(first)
+    route_pretrained_weights(second)
+    run_training.load_pretrained_weights(first.network, "a.pth", verbose=True)
+    run_training.load_pretrained_weights(second.network, "b.pth")
+    run_training.load_pretrained_weights(other, "c.pth")
+    assert calls == [("first", first.network, "a.pth"), ("second", second.network, "b.pth"), ("nnunet", other, "c.pth")]
+    network = second.network
+    del second
+    gc.collect()  # held weakly: a gone trainer's network falls through to nnU-Net's function
+    run_training.load_pretrained_weights(network, "d.pth")
+    assert calls[-1] == ("nnunet", network, "d.pth")

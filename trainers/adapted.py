@@ -10,11 +10,11 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from hippo_peft import adapters
-from hippo_peft.adapter_files import CHECKPOINT_KEY
-from hippo_peft.trainers.base import Schedule, nnUNetTrainer_TransformerBase
 from hippo_peft.atomic import atomic_file
+from hippo_peft.nnunet.checkpoint import CHECKPOINT_KEY
 from hippo_peft.safe_load import load_weights_file, trust_from_env
-from hippo_peft.weights import load_pretrained
+from hippo_peft.trainers.base import Schedule, nnUNetTrainer_TransformerBase
+from hippo_peft.nnunet.weights import load_pretrained
 
 
 

@@ -14,9 +14,9 @@ from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hippo_peft.networks import build_network
-from hippo_peft.plans import adapt_plans_for_trainer
-from hippo_peft.schedule import WarmupPolyLRScheduler
-from hippo_peft.weights import load_pretrained
+from hippo_peft.nnunet.plans import adapt_plans_for_trainer
+from hippo_peft.nnunet.schedule import WarmupPolyLRScheduler
+from hippo_peft.nnunet.weights import load_pretrained
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,29 @@ class Schedule:
 # Two epochs so that a checkpoint_latest.pth exists mid-run (what `nnUNetv2_train --c` resumes from).
 SMOKE = Schedule(num_epochs=2, iterations_per_epoch=2, val_iterations_per_epoch=1, save_every=1)
 SHORT = Schedule(num_epochs=20, iterations_per_epoch=25, val_iterations_per_epoch=2, save_every=5)
+
+
+def route_pretrained_weights(trainer: "nnUNetTrainer_TransformerBase") -> None:
+    """Send ``nnUNetv2_train -pretrained_weights`` for ``trainer``'s network to ``trainer.load_pretrained_weights``.
+
+    nnU-Net's ``run_training`` calls its module function ``load_pretrained_weights(network, fname)`` right after
+    ``initialize()``; its strict shape check rejects any change of classes or channels. nnU-Net offers no hook, so the
+    module function is wrapped, scoped to this trainer: a call for any other network (another trainer in the same
+    process) goes on to the function that was there before, in the end nnU-Net's own. The trainer is held weakly,
+    so the wrapper keeps nothing alive.
+    """
+    import weakref
+
+    import nnunetv2.run.run_training as run_training
+    previous, ref = run_training.load_pretrained_weights, weakref.ref(trainer)
+
+    def load_pretrained_weights(network, fname, verbose=False):
+        ours = ref()
+        if ours is not None and network is ours.network:
+            return ours.load_pretrained_weights(fname)
+        return previous(network, fname, verbose=verbose)
+
+    run_training.load_pretrained_weights = load_pretrained_weights
 
 
 class nnUNetTrainer_TransformerBase(nnUNetTrainer):
@@ -103,10 +126,7 @@ class nnUNetTrainer_TransformerBase(nnUNetTrainer):
 
     def initialize(self):
         super().initialize()
-        # `nnUNetv2_train -pretrained_weights` calls nnunetv2.run.run_training.load_pretrained_weights right after
-        # initialize(); its strict shape check rejects any change of classes or channels, so route it to ours.
-        import nnunetv2.run.run_training as run_training
-        run_training.load_pretrained_weights = lambda network, fname, verbose=False: self.load_pretrained_weights(fname)
+        route_pretrained_weights(self)
 
     def load_pretrained_weights(self, fname: str):
         report = load_pretrained(self.plain_network, fname, self.num_input_channels, log=self.print_to_log_file)
