@@ -306,7 +306,7 @@ def test_matches_hf_peft(method):
     x = torch.randn(5, 24)
     r, alpha = 4, 8.0
     ours = A.CONFIGS[method](rank=r, alpha=alpha)
-    layer_cls = {"lora": A.lora.LoRALinear, "dora": A.dora.DoRALinear, "pissa": A.lora.PiSSALinear}[method]
+    layer_cls = {"lora": A.lora.LoRALinear, "dora": A.dora.DoRALinear, "pissa": A.pissa.PiSSALinear}[method]
     ours_layer = layer_cls.from_linear(copy.deepcopy(lin), ours)
     theirs = peft_linear(method, lin, r, alpha)  # peft rewrites `lin` in place (PiSSA's residual)
     # same start: PiSSA's residual and principal factors agree with peft's (up to the SVD's signs)
