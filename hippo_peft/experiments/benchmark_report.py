@@ -340,12 +340,11 @@ def write_csvs(records: list[dict], out: Path) -> None:
 
 
 def plots(records: list[dict], out: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
 
     groups = group(records)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for label, by_k in groups.items():
         ks = sorted(by_k)
         means = [statistics.mean(r["summary"]["mean_dice"] or 0 for r in by_k[k]) for k in ks]
@@ -359,9 +358,9 @@ def plots(records: list[dict], out: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "dice_vs_k.png", dpi=120)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     markers = "osD^v<>"
     for i, k in enumerate(sorted({r["k"] for r in records})):
         for j, (label, by_k) in enumerate(groups.items()):
@@ -378,7 +377,6 @@ def plots(records: list[dict], out: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "dice_vs_params.png", dpi=120)
-    plt.close(fig)
     if len({r["iterations"] for r in records}) > 1:
         learning_curves(records, out)
 
@@ -386,14 +384,15 @@ def plots(records: list[dict], out: Path) -> None:
 def learning_curves(records: list[dict], out: Path) -> None:
     """Test Dice against training iterations and against compute seconds (sum of step times), per method and k;
     mean over draws, one point per budget."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     curves: dict[tuple, dict[int, list[dict]]] = {}
     for r in records:
         curves.setdefault((method_label(r), r["k"]), {}).setdefault(r["iterations"], []).append(r)
     curves = {key: c for key, c in curves.items() if len(c) > 1}
     if not curves:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2, sharey=True)
     for i, ((label, k), by_n) in enumerate(sorted(curves.items())):
         ns = sorted(by_n)
         dice = [statistics.mean(r["summary"]["mean_dice"] or 0 for r in by_n[n]) for n in ns]
@@ -408,7 +407,6 @@ def learning_curves(records: list[dict], out: Path) -> None:
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "learning_curves.png", dpi=120)
-    plt.close(fig)
 
 
 def write_report(records: list[dict], settings, out: Path) -> None:
