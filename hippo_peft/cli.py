@@ -77,14 +77,16 @@ def _cmd_benchmark(args):
                   shots=args.shots, draws=args.draws, seed=args.seed, preset=args.preset, iterations=args.iterations,
                   source_iterations=args.source_iterations, device=args.device, n_test=n_test,
                   test_cases=args.test_cases, train_draws_file=args.train_draws, n_source=args.n_source,
-                  n_val=args.n_val, trust_pickle=args.trust_pickle)
+                  n_val=args.n_val, trust_pickle=args.trust_pickle, qc_page=args.qc_page)
 
 
 def _cmd_benchmark_report(args):
     from hippo_peft.experiments.benchmark import write_folder_report
-    print(f"report: {write_folder_report(args.workdir)}")
+    print(f"report: {write_folder_report(args.workdir, qc_page=args.qc_page)}")
 
 
+QC_PAGE_HELP = ("also draw each method's worst and best test case (image, prediction, reference) into "
+                "report/qc/index.html, as `hippo-peft qc` does (off by default: pictures take a while)")
 TRUST_HELP = ("unpickle the file even if it needs globals outside the allow-list; it can run code: only for "
               "files whose origin you trust")
 
@@ -175,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_demo)
 
     # --- volumes / classify (issue 5) register below this line ---
-    from hippo_peft.analysis import classify, volumes
+    from hippo_peft.analysis import classify, qc, volumes
     volumes.register(sub)
+    qc.register(sub)
     classify.register(sub)
     # --- end volumes / classify ---
     # --- benchmark (issue 4) registers below this line ---
@@ -226,10 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"validation cases, drawn after the test set and never trained on: scored apart, for "
                         f"choosing rates and budgets without looking at the test set (default "
                         f"{PROFILES['cpu']['n_val']}; 0: none)")
+    s.add_argument("--qc-page", action="store_true", help=QC_PAGE_HELP)
     s.set_defaults(func=_cmd_benchmark)
     s = sub.add_parser("benchmark-report", help="rewrite a benchmark work folder's report from its finished runs "
                                                 "(also while a benchmark is still running); trains nothing")
     s.add_argument("workdir", help="a work folder made by `hippo-peft benchmark`")
+    s.add_argument("--qc-page", action="store_true", help=QC_PAGE_HELP)
     s.set_defaults(func=_cmd_benchmark_report)
     # --- end benchmark ---
     return p
@@ -238,11 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)  # a command that finished with something to look at returns 1 (qc)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         print(f"hippo-peft {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

@@ -157,8 +157,10 @@ def check_source_checkpoint(checkpoint: str, plans_file: Path, arch: str, trust_
 
 # ------------------------------------------------------------------------------------------------ the benchmark
 class Benchmark:
-    def __init__(self, settings: Settings, workdir: str | Path, echo: bool = True, trust_pickle: bool = False):
+    def __init__(self, settings: Settings, workdir: str | Path, echo: bool = True, trust_pickle: bool = False,
+                 qc_page: bool = False):
         self.s = settings
+        self.qc_page = qc_page
         self.trust_pickle = trust_pickle
         self.w = Workdir(Path(workdir).resolve())
         self.echo = echo
@@ -379,6 +381,9 @@ class Benchmark:
         from hippo_peft.experiments.benchmark_report import write_report
         write_report(records, self.s, self.w.report)
         print(f"report: {self.w.report / 'benchmark.md'}")
+        if self.qc_page:
+            from hippo_peft.experiments.benchmark_qc import write_benchmark_qc
+            print(f"QC page: {write_benchmark_qc(self.w.root, records, self.w.report)}")
         return records
 
 
@@ -403,9 +408,10 @@ def summarize_cases(per_case: dict, regions: dict) -> dict:
             "predictions_missing_a_label": missing, "cases": len(per_case)}
 
 
-def write_folder_report(workdir: str) -> Path:
+def write_folder_report(workdir: str, qc_page: bool = False) -> Path:
     """The report of every finished run in a benchmark work folder, written to its ``report/``; trains nothing and
-    reads only the folder's own records (so it also works while a benchmark is running)."""
+    reads only the folder's own records (so it also works while a benchmark is running). ``qc_page``: also the QC
+    page of each method's worst and best test case (``report/qc/index.html``)."""
     from types import SimpleNamespace
 
     from hippo_peft.experiments.benchmark_report import write_report
@@ -417,12 +423,15 @@ def write_folder_report(workdir: str) -> Path:
         raise BenchmarkError(f"{w.root} has no finished run yet (runs/ is empty): nothing to report.")
     settings = w.settings()
     write_report(records, SimpleNamespace(preset=settings["preset"], device=settings["device"]), w.report)
+    if qc_page:
+        from hippo_peft.experiments.benchmark_qc import write_benchmark_qc
+        print(f"QC page: {write_benchmark_qc(w.root, records, w.report)}")
     return w.report / "benchmark.md"
 
 
-def run_benchmark(workdir: str, trust_pickle: bool = False, **kwargs) -> list[dict]:
+def run_benchmark(workdir: str, trust_pickle: bool = False, qc_page: bool = False, **kwargs) -> list[dict]:
     settings = resolve_settings(**kwargs)
     if settings.source_kind == "checkpoint":  # readable, finite and safe to load, before anything is written
         from hippo_peft.nnunet.weights import read_state_dict
         read_state_dict(settings.source, trust_pickle)
-    return Benchmark(settings, workdir, trust_pickle=trust_pickle).run()
+    return Benchmark(settings, workdir, trust_pickle=trust_pickle, qc_page=qc_page).run()
