@@ -33,8 +33,10 @@ SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def _find(folder: Path, case: str, ending: str, channel: int | None) -> Path | None:
-    """``<case>_<channel:04d><ending>`` (nnU-Net's image naming) or ``<case><ending>``."""
-    names = ([f"{case}_{channel:04d}{ending}"] if channel is not None else []) + [f"{case}{ending}"]
+    """``<case>_<channel:04d><ending>`` (nnU-Net's image naming), or ``<case><ending>`` for channel 0 (a folder of
+    single-channel images) and for references (``channel`` None)."""
+    names = ([f"{case}_{channel:04d}{ending}"] if channel is not None else []) + \
+        ([f"{case}{ending}"] if not channel else [])
     return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
@@ -295,7 +297,8 @@ def run_qc(pred_dir: str | Path, images_dir: str | Path, output: str | Path = "q
         image = _find(images_dir, case, ending, channel)
         ref = _find(Path(reference_dir), case, ending, None) if reference_dir else None
         if image is None:
-            missing.append(f"{case}: no {case}_{channel:04d}{ending} (or {case}{ending}) in {images_dir}")
+            also = f" (or {case}{ending})" if channel == 0 else ""
+            missing.append(f"{case}: no {case}_{channel:04d}{ending}{also} in {images_dir}")
         if reference_dir and ref is None:
             missing.append(f"{case}: no reference {case}{ending} in {reference_dir}")
         jobs.append({"key": case, "case": case, "pred": str(path), "image": str(image) if image else None,
