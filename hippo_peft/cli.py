@@ -244,9 +244,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status = args.func(args)  # a command that finished with something to look at returns 1 (qc)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:  # bad input, unreadable or unwritable paths
         print(f"hippo-peft {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception:  # noqa: BLE001 -- a bug of ours: its traceback, and a status no command uses otherwise
+        import traceback
+        traceback.print_exc()
+        print(f"hippo-peft {args.command}: internal error (above); please report it.", file=sys.stderr)
+        return 3
     return int(status or 0)
 
 

@@ -15,10 +15,8 @@
 # Output, written after every step (a step that times out leaves the earlier ones reported): results.jsonl (one
 # JSON line per thing checked, plus a status line per step), summary.md, logs.tar.gz.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-REPO=$PWD
 DRY=0
-OUTDIR=${OUT:-$REPO/gpu_check_out}
+OUTDIR=${OUT:-}
 STEPS="versions adapters train bench"
 while [ $# -gt 0 ]; do
   case $1 in
@@ -29,6 +27,10 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+if [ -n "$OUTDIR" ]; then mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd); fi  # relative to the caller
+cd "$(dirname "$0")/.."
+REPO=$PWD
+OUTDIR=${OUTDIR:-$REPO/gpu_check_out}
 if [ "$DRY" = 1 ]; then
   DEVICE=cpu PRESET=tiny BENCH_PRESET=tiny N=${GPU_CHECK_N:-4} NCASES=6 BENCH_STEPS=1
   PY=${PY:-$REPO/.venv/bin/python}
@@ -55,9 +57,13 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 if [ "$DRY" = 0 ] && ls .whl/*.whl >/dev/null 2>&1; then
   t0=$(date +%s)
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    >"$LOGS/install.log" 2>&1 || echo "wheel installation failed: see logs/install.log"
+    >"$LOGS/install.log" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || echo "wheel installation failed (rc $rc): see logs/install.log"
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-  echo "{\"step\": \"install\", \"seconds\": $(( $(date +%s) - t0 ))}" >>"$RESULTS"
+  ok=false
+  [ $rc -eq 0 ] && ok=true
+  printf '{"step": "install", "rc": %d, "ok": %s, "seconds": %d}\n' "$rc" "$ok" "$(( $(date +%s) - t0 ))" >>"$RESULTS"
 fi
 if ! "$PY" -c "import SimpleITK" 2>/dev/null; then
   export PYTHONPATH=$REPO/scripts/gpu_stubs${PYTHONPATH:+:$PYTHONPATH}
@@ -94,9 +100,11 @@ train_step() {
   export nnUNet_compile=f nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-2} nnUNet_def_n_proc=2
   mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
   export "$(hp env | sed -n 's/^export //p' | head -1)"  # nnUNet_extTrainer: how nnU-Net finds our trainers
-  local sample=()
+  local sample=() rc=0
   if [ -d "$REPO/.gpu_sample/Dataset004_Hippocampus" ] && [ "$DEVICE" = cuda ]; then
     sample=(--sample "$REPO/.gpu_sample/Dataset004_Hippocampus")  # real MRI where it was carried
+  elif ! "$PY" -c "import SimpleITK, sys; sys.exit(getattr(SimpleITK, 'HIPPO_PEFT_STUB', False))"; then
+    echo "no .gpu_sample/ (bash scripts/gpu_wheels.sh makes it) and no SimpleITK to write phantoms with"; return 1
   fi
   $STEPS_PY data --out "$nnUNet_raw" --n "$NCASES" "${sample[@]}"
   for arch in unetr swinunetr; do
@@ -104,17 +112,18 @@ train_step() {
     $STEPS_PY seed-checkpoint --plans "$nnUNet_preprocessed/Dataset980_GPUCheck/$(plans_name $arch).json" \
       --out "$WORK/source_$arch.safetensors"
   done
-  local folds=() run name arch trainer plans
+  local run name arch trainer plans
   # LoRA-PT on UNETR, HyPS and PDoRA on SwinUNETR (the papers' setting), full fine-tuning of UNETR
   for run in "UNETR_LoRAPT unetr" "SwinUNETR_HyPS swinunetr" "SwinUNETR_PDoRA swinunetr" "UNETR unetr"; do
     read -r name arch <<<"$run"
     trainer=nnUNetTrainer_${name}_${N}it
     plans=$(plans_name "$arch")
     nn_train 980 3d_fullres 0 -tr "$trainer" -p "$plans" -pretrained_weights "$WORK/source_$arch.safetensors" \
-      -device "$DEVICE" >"$LOGS/train_$trainer.log" 2>&1 || echo "training $trainer failed"
-    folds+=("$nnUNet_results/Dataset980_GPUCheck/${trainer}__${plans}__3d_fullres/fold_0")
+      -device "$DEVICE" >"$LOGS/train_$trainer.log" 2>&1 || { echo "training $trainer failed"; rc=1; }
+    # reported at once: a timeout later in the step keeps this run's line
+    $STEPS_PY train-stats "$nnUNet_results/Dataset980_GPUCheck/${trainer}__${plans}__3d_fullres/fold_0" \
+      --jsonl "$RESULTS" || rc=1
   done
-  $STEPS_PY train-stats "${folds[@]}" --jsonl "$RESULTS" || true
   local model=$nnUNet_results/Dataset980_GPUCheck/nnUNetTrainer_UNETR_LoRAPT_${N}it__$(plans_name unetr)__3d_fullres
   mkdir -p "$WORK/predict_in"
   for f in $(ls "$nnUNet_raw/Dataset980_GPUCheck/imagesTr" | head -3); do
@@ -125,16 +134,17 @@ train_step() {
   hp merge "$model" -o "$WORK/merged"
   nn_predict_folder -i "$WORK/predict_in" -o "$WORK/pred_merged" -m "$WORK/merged" -f 0 -device "$DEVICE" \
     --disable_tta -npp 1 -nps 1
-  $STEPS_PY compare "$WORK/pred_adapted" "$WORK/pred_merged" --jsonl "$RESULTS"
+  $STEPS_PY compare "$WORK/pred_adapted" "$WORK/pred_merged" --jsonl "$RESULTS" || rc=1
+  return $rc
 }
 
 bench_step() {
-  local rc=0
-  for arch in unetr swinunetr; do  # one process per backbone (and adapters.py one per method inside it)
-    # shellcheck disable=SC2086  # BENCH_METHODS is a list
-    "$PY" "$REPO/benchmarks/adapters.py" --arch $arch --preset "$BENCH_PRESET" --steps "$BENCH_STEPS" \
-      --device "$DEVICE" --method $BENCH_METHODS --out "$WORK/bench_$arch.json" || rc=1
-    "$PY" - "$WORK/bench_$arch.json" "$RESULTS" <<'PY' || rc=1
+  local rc=0 arch method
+  for arch in unetr swinunetr; do
+    for method in $BENCH_METHODS; do  # one adapters.py per backbone and method: each line kept as it comes
+      "$PY" "$REPO/benchmarks/adapters.py" --arch $arch --preset "$BENCH_PRESET" --steps "$BENCH_STEPS" \
+        --device "$DEVICE" --method "$method" --out "$WORK/bench.json" || { rc=1; continue; }
+      "$PY" - "$WORK/bench.json" "$RESULTS" <<'PY' || rc=1
 import json, sys
 rows = json.load(open(sys.argv[1]))
 with open(sys.argv[2], "a") as f:
@@ -142,6 +152,7 @@ with open(sys.argv[2], "a") as f:
         row = {k: v for k, v in r.items() if k != "s_per_step_all"}
         f.write(json.dumps({"step": "bench", "ok": True, **row}) + "\n")
 PY
+    done
   done
   return $rc
 }
@@ -161,8 +172,8 @@ for name in $STEPS; do
   timeout --kill-after=10 "$limit" bash -c "${name}_step" >"$LOGS/$name.log" 2>&1
   rc=$?
   t1=$(date +%s.%N)
-  timed_out=false
-  { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && timed_out=true
+  timed_out=false  # 124: timeout stopped it; 137 (SIGKILL) counts only at the limit (else: killed, e.g. out of memory)
+  if [ $rc -eq 124 ] || { [ $rc -eq 137 ] && awk "BEGIN {exit !($t1 - $t0 >= $limit)}"; }; then timed_out=true; fi
   [ $rc -eq 0 ] || failed=1
   seconds=$(awk "BEGIN {printf \"%.1f\", $t1 - $t0}")
   printf '{"step": "status", "name": "%s", "rc": %d, "timed_out": %s, "limit_s": %s, "seconds": %s}\n' \

@@ -355,6 +355,12 @@ def cmd_summary(args) -> int:
         lines += ["", "| run | s/step | peak MiB | trainable / total | ok |", "|---|---|---|---|---|"]
         lines += [f"| {r['run']} | {r.get('s_per_step_median', '-')} | {r.get('peak_memory_mib', '-')} | "
                   f"{r.get('trainable', '-')} / {r.get('total', '-')} | {'yes' if r['ok'] else 'NO'} |" for r in tr]
+    bench = [r for r in records if r.get("step") == "bench"]
+    if bench:
+        lines += ["", "| benchmark: backbone | preset | method | s/step | peak MiB | trainable |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['arch']} | {r['preset']} | {r['method']} | {r.get('s_per_step_median', 0):.4f} | "
+                  f"{r.get('peak_MiB', 0):.0f} | {r.get('trainable', '-')} |" for r in bench]
     for r in records:
         if r.get("step") == "predict":
             lines += ["", f"prediction: {r['cases']} case(s), adapted vs merged Dice >= "

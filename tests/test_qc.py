@@ -100,6 +100,23 @@ def test_overlay_orientation_proportions_and_centre(tmp_path, orientation):
         assert shown == set(side[p["view"]]), (p["view"], shown)  # the third slab is outside this slice
 
 
+def test_written_headers_say_what_the_scene_means(tmp_path):
+    """write_ras (which the picture tests rely on) checked against nibabel's own reading of the header."""
+    import nibabel as nib  # nnU-Net's dependency
+    from nibabel.orientations import aff2axcodes
+    image, labels = scene([(31.5, 28.0, 28.0)])
+    plain = nib.load(str(write_ras(tmp_path / "plain.nii.gz", labels, SPACING)))
+    assert aff2axcodes(plain.affine) == ("R", "A", "S") and plain.header.get_zooms() == pytest.approx(SPACING)
+    turned = nib.load(str(write_ras(tmp_path / "turned.nii.gz", labels, SPACING, *TURNED)))
+    assert aff2axcodes(turned.affine) == ("I", "R", "P")  # index axes along S reversed, R, A reversed
+    # the slab on the Right face (label 2) lies at larger world x than the cube's centre, in both files
+    for img in (plain, turned):
+        ijk = np.argwhere(np.asarray(img.dataobj) == 2)
+        world = nib.affines.apply_affine(img.affine, ijk)
+        core = nib.affines.apply_affine(img.affine, np.argwhere(np.asarray(img.dataobj) == 1))
+        assert world[:, 0].mean() > core[:, 0].mean() + 5
+
+
 def test_direction_matrix_does_not_change_the_picture(tmp_path):
     image, labels = scene([(31.5, 28.0, 28.0)])
     a, panels_a = render(tmp_path, image, labels)
@@ -235,11 +252,21 @@ def test_refusals_name_every_offender_and_write_nothing(phantoms, tmp_path, caps
     # output inside the prediction folder; an existing folder without --overwrite
     err = _refused(capsys, base[:4] + ["-o", str(pred / "qc")] + base[6:])
     assert "inside the prediction folder" in err and not (pred / "qc").exists()
+    for inside, named in ((images, "--images"), (images.parent, "prediction folder")):  # even with --overwrite
+        err = _refused(capsys, base[:4] + ["-o", str(inside), "--overwrite"] + base[6:])
+        assert named in err and "would be, contain or lie inside" in err and len(list(images.iterdir())) == 6
+    out.mkdir()  # an empty folder is fine
+    assert main(base) == 1 and (out / "index.html").is_file()
+    shutil.rmtree(out)
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
     err = _refused(capsys, base)
     assert "--overwrite" in err and (out / "mine.txt").read_text() == "keep me"
-    assert main(base + ["--overwrite"]) == 1 and not (out / "mine.txt").exists() and (out / "index.html").is_file()
+    err = _refused(capsys, base + ["--overwrite"])  # not a folder qc wrote: kept
+    assert "qc.json" in err and (out / "mine.txt").read_text() == "keep me"
+    (out / "mine.txt").unlink()
+    assert main(base) == 1
+    assert main(base + ["--overwrite"]) == 1 and (out / "qc.json").is_file()  # a folder qc wrote is replaced
     # a volumes CSV of another folder
     csv = tmp_path / "v.csv"
     csv.write_text("case,flags,total_mm3\nphantom_000,,1\nother,,2\n")

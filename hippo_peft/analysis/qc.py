@@ -29,7 +29,7 @@ from hippo_peft.analysis.label_maps import resolve_inputs
 from hippo_peft.analysis.text import listing
 from hippo_peft.analysis.volumes import flag_rows, measure_label_map
 
-SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")  # nnU-Net's readers and SimpleITK both read these
 
 
 def _find(folder: Path, case: str, ending: str, channel: int | None) -> Path | None:
@@ -40,18 +40,27 @@ def _find(folder: Path, case: str, ending: str, channel: int | None) -> Path | N
     return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
-def check_output(output: Path, pred_dir: Path, overwrite: bool) -> None:
-    out, pred = output.resolve(), pred_dir.resolve()
-    if out == pred or pred in out.parents:
-        raise ValueError(f"-o {output}: the QC folder must not be inside the prediction folder {pred_dir} "
-                         f"(nnU-Net and `volumes` read every file there); choose another -o.")
-    if out in pred.parents:
-        raise ValueError(f"-o {output}: the QC folder would contain the prediction folder; choose another -o.")
+def check_output(output: Path, pred_dir: Path, overwrite: bool, keep: dict[str, Path | None] | None = None) -> None:
+    """Refuse an output folder that is, holds or lies inside any input (``pred_dir`` and ``keep``: images,
+    references, the volumes CSV), or that exists and is not empty without ``overwrite``; with ``overwrite`` only a
+    folder ``qc`` made (it holds ``qc.json``) is replaced."""
+    out = output.resolve()
+    for flag, path in {"the prediction folder": pred_dir, **(keep or {})}.items():
+        if path is None:
+            continue
+        p = Path(path).resolve()
+        if out == p or p in out.parents or out in p.parents:
+            raise ValueError(f"-o {output} would be, contain or lie inside {flag} ({path}); "
+                             f"choose a QC folder apart from every input.")
     if output.exists() and not output.is_dir():
         raise FileExistsError(f"-o {output} is a file; give a folder.")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise FileExistsError(f"{output} exists and is not empty; pass --overwrite to replace it (the old folder is "
-                              f"removed only once the new one is complete), or choose another -o.")
+    if output.is_dir() and any(output.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{output} exists and is not empty; pass --overwrite to replace it (the old folder "
+                                  f"is removed only once the new one is complete), or choose another -o.")
+        if not (output / "qc.json").is_file():
+            raise FileExistsError(f"{output} is not a folder `hippo-peft qc` wrote (no qc.json in it): --overwrite "
+                                  f"replaces only those. Choose another -o.")
 
 
 def _volumes_table(path: Path, cases: list[str]) -> dict[str, dict]:
@@ -97,6 +106,8 @@ def _inspect(job: dict) -> dict:
             geoms[what] = qc_render.header_geometry(path)
             if what != "image":
                 arrays[what] = qc_render.read_volume(path)
+            elif not str(path).endswith((".nii", ".nii.gz")):  # check_complete checked NIfTI's data; read the rest
+                qc_render.read_volume(path)
         except ValueError as e:
             out["problems"].append(f"{case}: {e}")
     if out["problems"]:
@@ -107,7 +118,10 @@ def _inspect(job: dict) -> dict:
             out["problems"].append(f"{case}: {Path(job[what]).name} is not a label map (non-integer or negative "
                                    f"values)")
             continue
-        present = set(np.flatnonzero(np.bincount(a.astype(np.int64).ravel())).tolist()) - {0}
+        if a.max() > max(labels.values()):  # np.bincount would allocate up to the largest value
+            present = set(np.unique(a).astype(np.int64).tolist()) - {0}
+        else:
+            present = set(np.flatnonzero(np.bincount(a.astype(np.int64).ravel())).tolist()) - {0}
         unknown = sorted(present - set(labels.values()))
         if unknown:
             out["problems"].append(f"{case}: {Path(job[what]).name} holds label value(s) {unknown}, not in the "
@@ -220,7 +234,8 @@ def draw_cases(jobs: list[dict], labels: dict[str, int], output: Path, settings:
     from hippo_peft.analysis import qc_page
     from hippo_peft.atomic import atomic_dir
     to_draw = [e for e in entries if e["placeholder"] or e["flags"] or not only_flagged]
-    with atomic_dir(output, overwrite=overwrite) as tmp:
+    # an existing folder here is empty or one qc wrote (check_output), so replacing it loses nothing of the user's
+    with atomic_dir(output, overwrite=overwrite or output.is_dir()) as tmp:
         (tmp / "cases").mkdir()
         draw_jobs = [{**e["job"], "placeholder": e["placeholder"], "lines": e["lines"],
                       "png": str(tmp / "cases" / f"{e['key']}.png"), "max_structures": max_structures,
@@ -233,7 +248,7 @@ def draw_cases(jobs: list[dict], labels: dict[str, int], output: Path, settings:
         groups = [(heading, [by_key[k] for k in keys]) for heading, keys in sections] if sections else None
         seconds = time.perf_counter() - start
         qc_page.write_index(tmp / "index.html", entries, settings, title, seconds, groups)
-        (tmp / "qc.json").write_text(json.dumps({
+        (tmp / "qc.json").write_text(encoding="utf-8", data=json.dumps({
             "settings": settings, "seconds": round(seconds, 1),
             "cases": [{k: e[k] for k in ("key", "case", "flags", "volumes", "dice", "mean_dice", "placeholder",
                                          "href")} for e in qc_page.order(entries)]}, indent=2, ensure_ascii=False)
@@ -290,7 +305,8 @@ def run_qc(pred_dir: str | Path, images_dir: str | Path, output: str | Path = "q
     for folder, flag in ((images_dir, "--images"), (reference_dir, "--reference")):
         if folder is not None and not Path(folder).is_dir():
             raise FileNotFoundError(f"{flag} {folder} is not a folder.")
-    check_output(output, pred_dir, overwrite)
+    check_output(output, pred_dir, overwrite, {"--images": images_dir, "--reference": reference_dir,
+                                               "--volumes": Path(volumes_csv) if volumes_csv else None})
     table = _volumes_table(Path(volumes_csv), [c for c, _ in found["cases"]]) if volumes_csv else None
     jobs, missing = [], []
     for case, path in found["cases"]:

@@ -229,14 +229,14 @@ def render_case(image: Volume, labels: Volume, values: list[int], names: list[st
         lo = [max(0, int(c - h / sp)) for c, h, sp in zip(s.centre, half, image.spacing)]
         hi = [int(c + h / sp) + 1 for c, h, sp in zip(s.centre, half, image.spacing)]
         box = image.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        low, high = (float(v) for v in np.percentile(box, window)) if box.size else (0.0, 1.0)
+        low, high = (float(v) for v in np.nanpercentile(box, window)) if np.isfinite(box).any() else (0.0, 1.0)
         high = high if high > low else low + 1.0
         row = []
         for kind, lab in kinds:
             for view in VIEWS:
                 hv = (half[view[2]], half[view[4]])
                 gray = _sample(image, s.centre, view, hv, mm_px, 1, low)
-                gray = np.clip((gray - low) / (high - low), 0, 1) * 255
+                gray = np.clip(np.nan_to_num((gray - low) / (high - low)), 0, 1) * 255
                 lab2d = _sample(lab, s.centre, view, hv, mm_px, 0, 0).astype(np.int64)
                 row.append((kind, view, _overlay(gray, lab2d, values)))
         rows.append(row)
