@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from hippo_peft.analysis.label_maps import resolve_inputs
-from hippo_peft.analysis.text import listing
+from hippo_peft.analysis.text import line_listing, listing
 from hippo_peft.analysis.volumes import flag_rows, measure_label_map
 
 SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")  # nnU-Net's readers and SimpleITK both read these
@@ -174,10 +174,6 @@ def _fmt(v: float) -> str:
     return "nan" if v != v else f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
-def _listed(items: list[str]) -> str:
-    return "\n  ".join(items[:30]) + (f"\n  ... and {len(items) - 30} more" if len(items) > 30 else "")
-
-
 def draw_cases(jobs: list[dict], labels: dict[str, int], output: Path, settings: dict, title: str,
                table: dict[str, dict] | None = None, overwrite: bool = False, only_flagged: bool = False,
                expected_components: int = 1, max_structures: int = 2, margin_mm: float = 10.0,
@@ -208,7 +204,7 @@ def draw_cases(jobs: list[dict], labels: dict[str, int], output: Path, settings:
     problems = [p for f in facts for p in f["problems"]]
     if problems:
         raise ValueError(f"{len(problems)} problem(s) in {sum(bool(f['problems']) for f in facts)} case(s); nothing "
-                         f"was drawn:\n  {_listed(problems)}\nFix the files, or give the label list with --labels "
+                         f"was drawn:\n  {line_listing(problems)}\nFix the files, or give the label list with --labels "
                          f"NAME=VALUE ...")
     rows = [{"case": j["key"], **f["row"]} for j, f in zip(jobs, facts)]
     if table is None:
@@ -320,7 +316,7 @@ def run_qc(pred_dir: str | Path, images_dir: str | Path, output: str | Path = "q
         jobs.append({"key": case, "case": case, "pred": str(path), "image": str(image) if image else None,
                      "ref": str(ref) if ref else None})
     if missing:
-        raise FileNotFoundError(f"{len(missing)} file(s) missing; nothing was drawn:\n  {_listed(missing)}")
+        raise FileNotFoundError(f"{len(missing)} file(s) missing; nothing was drawn:\n  {line_listing(missing)}")
     settings = {"pred_dir": str(pred_dir.resolve()), "images_dir": str(images_dir.resolve()),
                 "reference_dir": str(Path(reference_dir).resolve()) if reference_dir else None,
                 "channel": channel, "labels": found["labels"], "labels_source": found["labels_source"],

@@ -9,3 +9,10 @@ def listing(items: list[str]) -> str:
     items = [str(i) for i in items]
     shown = ", ".join(items[:MAX_LISTED])
     return shown + (f" ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+
+
+def line_listing(items: list[str]) -> str:
+    """One item a line (indented two spaces after the first) -- the first ``MAX_LISTED``, then ``... and N more``."""
+    items = [str(i) for i in items]
+    more = f"\n  ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
+    return "\n  ".join(items[:MAX_LISTED]) + more

@@ -21,7 +21,7 @@ import numpy as np
 
 from hippo_peft.analysis.label_maps import (labels_from_dataset_json, parse_label_args,  # noqa: F401
                                             read_label_map, resolve_inputs)
-from hippo_peft.analysis.text import MAX_LISTED, listing
+from hippo_peft.analysis.text import MAX_LISTED, line_listing, listing  # noqa: F401
 
 CONNECTIVITY = 26
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity in 3D
@@ -191,8 +191,7 @@ def compute_volumes(pred_dir: str | Path, labels: list[str] | None = None, file_
         rows.append({"case": case, "file": path.name, **row})
     if problems:
         raise ValueError(f"{len(problems)} of {len(found['cases'])} label map(s) cannot be measured:\n  "
-                         + "\n  ".join(problems[:MAX_LISTED])
-                         + (f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else "")
+                         + line_listing(problems)
                          + "\nNothing was written. Fix the files or the label map (--labels NAME=VALUE ...).")
     cohort = flag_rows(rows, min_volume, max_volume, expected_components)
     from hippo_peft import __version__
