@@ -5,7 +5,10 @@ BUDGET=${BUDGET:?}
 : "${LORAPT:?}" "${HYPS:?}" "${PDORA:?}" "${LORA:?}" "${DECODER:?}" "${FULL:?}"
 bench --shots 1 --draws 1 --iterations "$BUDGET" \
   --methods "$LORAPT" "$HYPS" "$PDORA" "$LORA" "$DECODER" "$FULL" nnunet nnunet-ft
-bench --shots 10 --draws 1 --iterations "$BUDGET" --methods "lorapt-strict@${LORAPT#*@}"
+# the strict setting trains the adapter + head as one group (one rate): both of LoRA-PT's chosen rates are run and
+# the report's validation Dice picks between them
+RATES=${LORAPT#*@}
+bench --shots 10 --draws 1 --iterations "$BUDGET" --methods "lorapt-strict@${RATES%,*}" "lorapt-strict@${RATES#*,}"
 # same test cases and the same k = 10 draw as the main folder (no choice is made here: no validation cases)
 python3 -c "import json,sys; s=json.load(open(sys.argv[1])); open(sys.argv[2],'w').write('\n'.join(s['test_cases']));
 json.dump({'10': s['train_draws']['10'][:1]}, open(sys.argv[3],'w'))" "$WORKDIR/benchmark.json" \
