@@ -319,6 +319,15 @@ def test_a_later_command_extends_the_folder_with_new_shots_and_keeps_folds(phant
     clash = resolve_settings(**common, methods=["full"], shots=[2], draws=1, train_draws_file=str(draws))
     with pytest.raises(BenchmarkError, match="drew other cases for k=2 draw 0"):
         Workdir(tmp_path / "w").open(clash)
+    # nnU-Net from scratch alone, with the folder's source: the same fixed settings (a label-shift source fixes
+    # the test set, so ignoring the source would move it)
+    shifted = dict(target=str(target), source="label-shift", n_source=3, n_test=2, n_val=1)
+    Workdir(tmp_path / "ls").open(resolve_settings(**shifted, methods=["lorapt"], shots=[2], draws=1))
+    scratch = resolve_settings(**shifted, methods=["nnunet"], shots=[2], draws=2)
+    assert scratch.source_kind == "label-shift" and scratch.source_cases
+    Workdir(tmp_path / "ls").open(scratch)
+    assert resolve_settings(target=str(target), methods=["nnunet"], shots=[2], draws=1, n_test=2,
+                            n_val=1).source_kind == "none"
     moved = resolve_settings(**{**common, "n_val": 0}, methods=["full"], shots=[2], draws=1)
     with pytest.raises(BenchmarkError, match="other fixed settings \\(val_cases differ"):
         Workdir(tmp_path / "w").open(moved)

@@ -242,9 +242,11 @@ def resolve_settings(target: str, source: str | None = None, archs=("unetr",), m
 
     target_path = Path(target).resolve()
     _, cases = labelled_cases(target_path)
-    if any(parse_method(m)[0] != "nnunet" for m in methods):
+    # A given source is always resolved, also for nnU-Net from scratch alone: a label-shift source fixes the test
+    # set and the draws, so a later "--methods nnunet" on the same folder must see the same cases.
+    if source is not None or any(parse_method(m)[0] != "nnunet" for m in methods):
         source_kind, source = _resolve_source(source, target_path)
-    else:  # nnU-Net from scratch only: nothing is pre-trained
+    else:  # nnU-Net from scratch only and no source given: nothing is pre-trained
         source_kind, source = "none", ""
     if source_kind == "checkpoint" and any(parse_method(m)[0] == "nnunet-ft" for m in methods):
         raise BenchmarkError(f"nnunet-ft pre-trains nnU-Net's own U-Net on the source, so it needs a source dataset "
