@@ -17,8 +17,8 @@ def targets():
     return module
 
 
-def run(method, token, k, draw, it, test, val, seconds=100.0, step=None, load=2.0, started=True):
-    return {"method": method, "method_token": token, "k": k, "draw": draw, "iterations": it, "mean_dice": test,
+def run(method, token, k, draw, it, test, val, seconds=100.0, step=None, load=2.0, started=True, arch="unetr"):
+    return {"arch": None if method.startswith("nnunet") else arch, "method": method, "method_token": token, "k": k, "draw": draw, "iterations": it, "mean_dice": test,
             "val_mean_dice": val, "compute_seconds": seconds, "seconds_per_step": step or seconds / it,
             "load_average_median": load, "started_to_learn": started}
 
@@ -33,6 +33,7 @@ def test_choice_on_validation_gap_and_spread(targets, tmp_path):
                  run("nnunet", "nnunet", 2, d, 500, nn, 0.70)]
     rows.append(run("nnunet-ft", "nnunet-ft", 2, 0, 500, 0.95, 0.9, started=False))  # never compared
     rows.append(run("hyps", "hyps@1e-3", 2, 0, 500, 0.99, 0.99))  # not a grid token
+    rows.append(run("pdora", "pdora@6e-3", 2, 0, 500, 0.99, 0.99, arch="swinunetr"))  # another backbone
     csv = tmp_path / "runs.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     result = targets.compare(targets.load(csv, targets.GRID_TOKENS), 2, 500, ("full", "nnunet", "nnunet-ft"),

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"{args.runs} does not exist: run benchmarks/evidence/export.sh first (or give a report's runs.csv).")
     runs = pd.read_csv(args.runs)
     runs = runs[runs["method_token"].isin(GRID) & (runs["iterations"] == args.budget)
+                & (runs["arch"].isna() | (runs["arch"] == "unetr"))  # nnU-Net's rows have no arch
                 & runs["started_to_learn"].astype(bool)]
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
