@@ -18,7 +18,8 @@ def targets():
 
 
 def run(method, token, k, draw, it, test, val, seconds=100.0, step=None, load=2.0, started=True, arch="unetr"):
-    return {"arch": None if method.startswith("nnunet") else arch, "method": method, "method_token": token, "k": k, "draw": draw, "iterations": it, "mean_dice": test,
+    return {"arch": None if method.startswith("nnunet") else arch, "method": method, "method_token": token, "k": k,
+            "draw": draw, "iterations": it, "mean_dice": test,
             "val_mean_dice": val, "compute_seconds": seconds, "seconds_per_step": step or seconds / it,
             "load_average_median": load, "started_to_learn": started}
 

@@ -34,8 +34,8 @@ CLEAN_RATIO, CLEAN_LOAD = 1.15, 2.5
 
 def load(path: Path, tokens: tuple[str, ...], arch: str = "unetr") -> pd.DataFrame:
     runs = pd.read_csv(path)
-    missing = {"arch", "method", "method_token", "k", "draw", "iterations", "mean_dice", "val_mean_dice", "compute_seconds",
-               "seconds_per_step", "load_average_median", "started_to_learn"} - set(runs.columns)
+    missing = {"arch", "method", "method_token", "k", "draw", "iterations", "mean_dice", "val_mean_dice",
+               "compute_seconds", "seconds_per_step", "load_average_median", "started_to_learn"} - set(runs.columns)
     if missing:
         sys.exit(f"{path} lacks the columns {sorted(missing)}: give the runs.csv of `hippo-peft benchmark-report`.")
     # one backbone (nnU-Net's rows have none): a SwinUNETR extra with the same token must not join UNETR's draws
