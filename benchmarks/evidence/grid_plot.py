@@ -10,12 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
 from matplotlib.figure import Figure
 
-GRID = {"lorapt@3e-4,3e-3": "LoRA-PT", "hyps@1e-2": "HyPS", "pdora@6e-3": "PDoRA", "lora@3e-3": "LoRA",
-        "decoderonly@3e-3": "decoder only", "full@3e-3": "full fine-tuning", "nnunet": "nnU-Net from scratch",
-        "nnunet-ft": "nnU-Net fine-tuned"}
+from targets import GRID_TOKENS, LABELS, load  # the same runs and labels as the targets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,21 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.runs.is_file():
         sys.exit(f"{args.runs} does not exist: run benchmarks/evidence/export.sh first (or give a report's runs.csv).")
-    runs = pd.read_csv(args.runs)
-    runs = runs[runs["method_token"].isin(GRID) & (runs["iterations"] == args.budget)
-                & (runs["arch"].isna() | (runs["arch"] == "unetr"))  # nnU-Net's rows have no arch
-                & runs["started_to_learn"].astype(bool)]
+    runs = load(args.runs, GRID_TOKENS)
+    runs = runs[runs["iterations"] == args.budget]
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     shots = sorted(runs["k"].unique())
-    for i, (token, label) in enumerate(GRID.items()):
+    for i, token in enumerate(GRID_TOKENS):
         stats = runs[runs["method_token"] == token].groupby("k")["mean_dice"].agg(["mean", "std", "count"])
         if stats.empty:
             continue
-        x = [shots.index(k) + (i - len(GRID) / 2) * 0.03 for k in stats.index]  # side by side, not on top
+        x = [shots.index(k) + (i - len(GRID_TOKENS) / 2) * 0.03 for k in stats.index]  # side by side, not on top
         draws = "/".join(str(n) for n in stats["count"])
         ax.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
-                    linestyle="--" if token.startswith("nnunet") else "-", label=f"{label} ({draws} draws)")
+                    linestyle="--" if token.startswith("nnunet") else "-",
+                    label=f"{LABELS[token.split('@')[0]]} ({draws} draws)")
     ax.set_xticks(range(len(shots)), [f"k = {k}" for k in shots])
     ax.set_ylabel("mean Dice, 40 test cases (mean ± SD over draws)")
     ax.set_title(f"The grid at {args.budget} iterations, chosen rates")

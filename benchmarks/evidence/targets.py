@@ -26,9 +26,11 @@ import pandas as pd
 
 # The three published methods of this project, in the papers' setting (adapter + CNN decoder blocks + head).
 PAPER = ("lorapt", "hyps", "pdora")
-LABELS = {"lorapt": "LoRA-PT", "hyps": "HyPS", "pdora": "PDoRA", "full": "full fine-tuning",
-          "nnunet": "nnU-Net from scratch", "nnunet-ft": "nnU-Net fine-tuned"}
-GRID_TOKENS = ("lorapt@3e-4,3e-3", "hyps@1e-2", "pdora@6e-3", "full@3e-3", "nnunet", "nnunet-ft")
+LABELS = {"lorapt": "LoRA-PT", "hyps": "HyPS", "pdora": "PDoRA", "lora": "LoRA", "decoderonly": "decoder only",
+          "full": "full fine-tuning", "nnunet": "nnU-Net from scratch", "nnunet-ft": "nnU-Net fine-tuned"}
+# the grid's methods at the rates chosen on the validation cases (03_grid.sh)
+GRID_TOKENS = ("lorapt@3e-4,3e-3", "hyps@1e-2", "pdora@6e-3", "lora@3e-3", "decoderonly@3e-3", "full@3e-3", "nnunet",
+               "nnunet-ft")
 CLEAN_RATIO, CLEAN_LOAD = 1.15, 2.5
 
 
