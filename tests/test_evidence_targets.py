@@ -75,3 +75,26 @@ def test_compute_axis_uses_only_clean_cheaper_points(targets, tmp_path):
     assert second["best"] == "PDoRA 2000 it" and second["gap"] == pytest.approx(-0.01)
     assert second["status"] == "not met"
     assert "| met |" in targets.markdown([first])
+
+
+def test_grid_table_orders_by_validation_and_shows_missing_draws(targets, tmp_path):
+    import sys
+    sys.path.insert(0, str(REPO / "benchmarks" / "evidence"))
+    try:
+        spec = importlib.util.spec_from_file_location("evidence_grid_table",
+                                                      REPO / "benchmarks" / "evidence" / "grid_table.py")
+        table = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(table)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks" / "evidence"))
+    rows = [run("lorapt", "lorapt@3e-4,3e-3", 10, d, 500, t, v) for d, t, v in ((0, 0.90, 0.70), (1, 0.80, 0.72))]
+    rows += [run("pdora", "pdora@6e-3", 10, 0, 500, 0.70, 0.90),
+             run("full", "full@3e-3", 10, 0, 500, 0.10, 0.10, started=False)]  # shown, with its empty predictions
+    frame = pd.DataFrame(rows)
+    frame["empty_predictions"] = [0, 0, 0, 35]
+    csv = tmp_path / "runs.csv"
+    frame.to_csv(csv, index=False)
+    out = table.rows(targets.load(csv, targets.GRID_TOKENS, learned_only=False), 10, 500, 3)
+    assert [r.split(" | ")[0] for r in out] == ["| PDoRA (6e-3)", "| LoRA-PT (3e-4 / 3e-3)", "| full fine-tuning (3e-3)"]
+    assert "| 0.900 | 0.800 | - | 0.850 ± 0.071 | 0.710 ± 0.014 | 0 |" in out[1]
+    assert "0.700 | - | - | 0.700 (1 draw)" in out[0] and "| 35 |" in out[2]

@@ -34,14 +34,14 @@ GRID_TOKENS = ("lorapt@3e-4,3e-3", "hyps@1e-2", "pdora@6e-3", "lora@3e-3", "deco
 CLEAN_RATIO, CLEAN_LOAD = 1.15, 2.5
 
 
-def load(path: Path, tokens: tuple[str, ...], arch: str = "unetr") -> pd.DataFrame:
+def load(path: Path, tokens: tuple[str, ...], arch: str = "unetr", learned_only: bool = True) -> pd.DataFrame:
     runs = pd.read_csv(path)
     missing = {"arch", "method", "method_token", "k", "draw", "iterations", "mean_dice", "val_mean_dice",
                "compute_seconds", "seconds_per_step", "load_average_median", "started_to_learn"} - set(runs.columns)
     if missing:
         sys.exit(f"{path} lacks the columns {sorted(missing)}: give the runs.csv of `hippo-peft benchmark-report`.")
     # one backbone (nnU-Net's rows have none): a SwinUNETR extra with the same token must not join UNETR's draws
-    runs = runs[runs["method_token"].isin(tokens) & runs["started_to_learn"].astype(bool)
+    runs = runs[runs["method_token"].isin(tokens) & (runs["started_to_learn"].astype(bool) | (not learned_only))
                 & (runs["arch"].isna() | (runs["arch"] == arch))].copy()
     ratio = runs["compute_seconds"] / (runs["iterations"] * runs["seconds_per_step"])
     runs["clean_compute"] = (ratio <= CLEAN_RATIO) & (runs["load_average_median"] < CLEAN_LOAD)
