@@ -92,10 +92,13 @@ def test_grid_table_orders_by_validation_and_shows_missing_draws(targets, tmp_pa
              run("full", "full@3e-3", 10, 0, 500, 0.10, 0.10, started=False)]  # shown, with its empty predictions
     frame = pd.DataFrame(rows)
     frame["empty_predictions"] = [0, 0, 0, 35]
+    frame["dice_Anterior"], frame["dice_Posterior"] = [0.9, 0.8, 0.7, 0.2], [0.9, 0.8, 0.7, 0.0]
+    frame["dice_Anterior+Posterior"] = 0.9  # the merged region is not a single label
     csv = tmp_path / "runs.csv"
     frame.to_csv(csv, index=False)
     out = table.rows(targets.load(csv, targets.GRID_TOKENS, learned_only=False), 10, 500, 3)
     assert [r.split(" | ")[0] for r in out] == ["| PDoRA (6e-3)", "| LoRA-PT (3e-4 / 3e-3)",
                                                 "| full fine-tuning (3e-3)"]
     assert "| 0.900 | 0.800 | - | 0.850 ± 0.071 | 0.710 ± 0.014 | 0 |" in out[1]
-    assert "0.700 | - | - | 0.700 (1 draw)" in out[0] and "| 35 |" in out[2]
+    assert "0.700 | - | - | 0.700 (1 draw)" in out[0] and "| 35 | 0.00 (Posterior, draw 0) |" in out[2]
+    assert "| 0.80 (Anterior, draw 1) |" in out[1]
