@@ -352,7 +352,8 @@ def test_report_chooses_rates_on_validation_and_compares_at_equal_compute():
     at equal compute without extrapolating, and pair draws."""
     from types import SimpleNamespace
 
-    from hippo_peft.experiments.benchmark_report import at_compute, curves, markdown, paired_differences, rate_choices
+    from hippo_peft.experiments.benchmark_report import (at_compute, curves, lost_labels, markdown, paired_differences,
+                                                         rate_choices)
     records = [_record("lorapt", k=20, lr="3e-4", val=0.5, test=0.9),  # best on the test set: must not matter
                _record("lorapt", k=20, lr="1e-3", val=0.7, test=0.6),
                _record("lorapt", k=20, lr="3e-3", val=0.8, test=0.7, empty=4),  # 10 % empty: has not started to learn
@@ -381,8 +382,14 @@ def test_report_chooses_rates_on_validation_and_compares_at_equal_compute():
     assert diffs["LoRA-PT lr 1e-3 (unetr)"]["diffs"] == pytest.approx([0.1, 0.0, 0.1])
     assert diffs["full fine-tuning lr 1e-3 (unetr)"]["diffs"] == pytest.approx([-0.6, -0.7])  # draw 0 never learned
 
+    lost = _record("hyps", lr="1e-2", k=7, test=0.4)  # learned the anterior, lost the posterior
+    lost["summary"]["regions"] = {**lost["summary"]["regions"], "Posterior": {**lost["summary"]["regions"]["Posterior"],
+                                                                              "dice": 0.05}}
+    assert lost_labels(lost) == ["Posterior"] and lost_labels(draws[0]) == []
     settings = SimpleNamespace(preset="compact", device="cpu")
-    text = markdown(records + curve + draws, settings)
+    text = markdown(records + curve + draws + [lost], settings)
+    # the run's cell, full fine-tuning's draws at Dice 0.1 on every label, and the legend; nothing else
+    assert "0.400 *lost a label*" in text and text.count("*lost a label*") == 3
     assert "### Learning rates, chosen on the validation cases" in text and "| **1e-3** |" in text
     assert "### Learning curves" in text and "Equal compute, k = 5" in text
     assert "### Paired differences over draws" in text and "+0.067 ± 0.058" in text

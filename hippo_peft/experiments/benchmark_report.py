@@ -33,6 +33,7 @@ def __getattr__(name):  # METHOD_LABELS, the former constant, read from the regi
 # A run "started to learn" when fewer than this share of its test predictions are empty (no foreground at all);
 # no comparison is drawn at a budget where a method has not.
 STARTED_TO_LEARN_MAX_EMPTY = 0.10
+LOST_LABEL_MAX_DICE = 0.2  # a single label's mean test Dice below this: the run lost that label
 
 
 def method_label(record: dict, with_iterations: bool = False) -> str:
@@ -47,6 +48,14 @@ def method_label(record: dict, with_iterations: bool = False) -> str:
 def started_to_learn(record: dict) -> bool:
     summary = record["summary"]
     return summary.get("empty_predictions", 0) < STARTED_TO_LEARN_MAX_EMPTY * summary.get("cases", record["n_test"])
+
+
+def lost_labels(record: dict) -> list[str]:
+    """Single labels whose mean test Dice is below LOST_LABEL_MAX_DICE: a run can learn one label and lose the other
+    (a fresh head, a rate near instability), and its mean Dice alone does not say so."""
+    regions = record["summary"]["regions"]
+    return [name for name, labels in record["regions"].items()
+            if len(labels) == 1 and regions[name]["dice"] is not None and regions[name]["dice"] < LOST_LABEL_MAX_DICE]
 
 
 def _mean_sd(values: list[float], digits: int = 3) -> str:
@@ -87,8 +96,9 @@ def markdown(records: list[dict], settings) -> str:
              + (f" (validation: the same on {n_val} validation cases, for choosing rates and budgets)" if n_val else "")
              + f". {', '.join(map(str, budgets))} training iterations per run; {settings.preset} preset; "
              f"device {settings.device}. Empty: test predictions without any foreground (a run with "
-             f"{STARTED_TO_LEARN_MAX_EMPTY:.0%} or more has not started to learn: *marked*). Compute: the sum of "
-             f"the training steps' times.", "",
+             f"{STARTED_TO_LEARN_MAX_EMPTY:.0%} or more has not started to learn: *marked*). *lost a label*: a "
+             f"draw's run whose mean test Dice of one label is below {LOST_LABEL_MAX_DICE} (it learned the others; "
+             f"rerun it or lower its rate). Compute: the sum of the training steps' times.", "",
              "| method | trainable | % | " + " | ".join(f"Dice k={k}" for k in shots)
              + (f" | validation Dice k={k_max}" if n_val else "")
              + f" | empty k={k_max} | HD95 {whole} (mm), k={k_max} | abs. volume error {whole} (mm³), k={k_max} | "
@@ -97,7 +107,9 @@ def markdown(records: list[dict], settings) -> str:
     for label, by_k in groups.items():
         first = next(iter(by_k.values()))[0]
         cells = [_mean_sd([r["summary"]["mean_dice"] for r in by_k.get(k, [])])
-                 + ("" if all(started_to_learn(r) for r in by_k.get(k, [])) else " *not started*") for k in shots]
+                 + ("" if all(started_to_learn(r) for r in by_k.get(k, [])) else " *not started*")
+                 + (" *lost a label*" if any(started_to_learn(r) and lost_labels(r) for r in by_k.get(k, [])) else "")
+                 for k in shots]
         last = by_k.get(k_max, [])
         steps = [r["seconds_per_step"] for rs in by_k.values() for r in rs]
         val = [_mean_sd([(r.get("val_summary") or {}).get("mean_dice") for r in last])] if n_val else []
@@ -308,7 +320,7 @@ def paired_section(records: list[dict]) -> list[str]:
 def write_csvs(records: list[dict], out: Path) -> None:
     regions = list(records[0]["regions"])
     columns = ["run", "arch", "method", "method_token", "lr", "decoder_lr", "iterations", "k", "draw", "fold",
-               "trainer", "plans", "n_test", "mean_dice", "empty_predictions", "started_to_learn", "n_val",
+               "trainer", "plans", "n_test", "mean_dice", "empty_predictions", "started_to_learn", "lost_labels", "n_val",
                "val_mean_dice", "trainable", "total", "percent_trainable", "seconds_per_step", "compute_seconds",
                "load_average_median", "peak_memory_mib", "peak_memory_kind", "stored_bytes", "stored_what",
                "batch_size", "wall_seconds"]
@@ -322,6 +334,7 @@ def write_csvs(records: list[dict], out: Path) -> None:
             row["mean_dice"] = r["summary"]["mean_dice"]
             row["empty_predictions"] = r["summary"].get("empty_predictions")
             row["started_to_learn"] = started_to_learn(r)
+            row["lost_labels"] = ";".join(lost_labels(r))
             row["val_mean_dice"] = (r.get("val_summary") or {}).get("mean_dice")
             row["load_average_median"] = (r.get("load_average") or {}).get("median")
             for region in regions:
