@@ -322,8 +322,8 @@ def write_csvs(records: list[dict], out: Path) -> None:
     columns = ["run", "arch", "method", "method_token", "lr", "decoder_lr", "iterations", "k", "draw", "fold",
                "trainer", "plans", "n_test", "mean_dice", "empty_predictions", "started_to_learn", "lost_labels",
                "n_val", "val_mean_dice", "trainable", "total", "percent_trainable", "seconds_per_step",
-               "compute_seconds", "load_average_median", "peak_memory_mib", "peak_memory_kind", "stored_bytes", "stored_what",
-               "batch_size", "wall_seconds"]
+               "compute_seconds", "load_average_median", "peak_memory_mib", "peak_memory_kind", "stored_bytes",
+               "stored_what", "batch_size", "wall_seconds"]
     for region in regions:
         columns += [f"{m}_{region}" for m in ("dice", "hd95", "hd95_undefined", "abs_volume_error")]
     with open(out / "runs.csv", "w", newline="") as f:
