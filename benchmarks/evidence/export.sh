@@ -9,3 +9,10 @@ cp "$WORKDIR"/runs/*.json "$OUT/runs/"
 cp "$WORKDIR"/benchmark.json "$OUT/"
 cp "$WORKDIR"/report/{benchmark.md,runs.csv,cases.csv} "$OUT/"
 cp "$WORKDIR"/report/*.png "$OUT/"
+# the BraTS-mini-source extra (04_extras.sh) has its own folder: its records and report under brats/
+if [ -f "${WORKDIR}_brats/benchmark.json" ]; then
+  "$HP" benchmark-report "${WORKDIR}_brats"
+  mkdir -p "$OUT/brats/runs"
+  cp "${WORKDIR}_brats"/runs/*.json "$OUT/brats/runs/"
+  cp "${WORKDIR}_brats"/benchmark.json "${WORKDIR}_brats"/report/{benchmark.md,runs.csv,cases.csv} "$OUT/brats/"
+fi
