@@ -15,7 +15,7 @@ from targets import GRID_TOKENS, LABELS, load  # the same runs and labels as the
 
 def label(token: str) -> str:
     method, _, rate = token.partition("@")
-    return f"{LABELS[method]} ({rate.replace(',', ' / ')})" if rate else f"{LABELS[method]}"
+    return f"{LABELS[method]} ({rate.replace(',', ' / ')})" if rate else LABELS[method]
 
 
 def rows(runs, k: int, budget: int, draws: int) -> list[str]:
