@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install --quiet ".[test]"
+# editable: Python started in the checkout imports hippo_peft/ from the source folder, and the editable finder maps
+# trainers/ and planners/ to hippo_peft.trainers / hippo_peft.planners there as well as from any other directory.
+.venv/bin/python -m pip install --quiet -e ".[test]"
 .venv/bin/python - <<'PY'
 import torch, torchvision, nnunetv2, monai
 print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, monai {monai.__version__}")
