@@ -12,6 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
+from hippo_peft.errors import OutputExistsError
+
 
 def _temporary(path: Path, kind: str) -> Path:
     return path.with_name(f".{path.name}.{kind}-{os.getpid()}")
@@ -59,7 +61,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False):
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it. Nothing was written.")
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it. Nothing was written.")
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(path)
     tmp = _temporary(path, "tmp")

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import textwrap
 
+from hippo_peft.errors import HippoPeftError, InputError
 from hippo_peft.networks.presets import ARCHS, PRESETS
 
 
@@ -72,7 +75,7 @@ def _cmd_benchmark(args):
     from hippo_peft.experiments.benchmark import run_benchmark
     n_test = None if args.n_test == "all" else int(args.n_test) if args.n_test.lstrip("-").isdigit() else "bad"
     if n_test == "bad":
-        raise ValueError(f"--n-test {args.n_test}: give a number of cases or 'all'.")
+        raise InputError(f"--n-test {args.n_test}: give a number of cases or 'all'.")
     run_benchmark(args.workdir, target=args.target, source=args.source, archs=args.arch, methods=args.methods,
                   shots=args.shots, draws=args.draws, seed=args.seed, preset=args.preset, iterations=args.iterations,
                   source_iterations=args.source_iterations, device=args.device, n_test=n_test,
@@ -86,33 +89,60 @@ def _cmd_benchmark_report(args):
 
 
 QC_PAGE_HELP = ("also draw each method's worst and best test case (image, prediction, reference) into "
-                "report/qc/index.html, as `hippo-peft qc` does (off by default: pictures take a while)")
+                "report/qc/index.html, as hippo-peft qc does (off: pictures take a while)")
 TRUST_HELP = ("unpickle the file even if it needs globals outside the allow-list; it can run code: only for "
               "files whose origin you trust")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hippo-peft", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions keep their line breaks; an option's help ends with its default when it has a value, unless the
+    help states it itself (a default that depends on other options); a switch is off unless given."""
 
-    s = sub.add_parser("plan", help="plan + preprocess 3d_fullres for UNETR/SwinUNETR (nnU-Net's planner underneath)")
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "(default:" in text or default is None or default is False or default is argparse.SUPPRESS
+                or not (action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE))):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        shown = (shown or "none").replace("%", "%%")
+        return f"{text} (default: {shown})" if text else f"default: {shown}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hippo-peft", formatter_class=HelpFormatter,
+        description="What nnU-Net's own commands do not cover: plans for UNETR and SwinUNETR,\n"
+                    "pre-trained weights and adapter files, a demo, the few-shot benchmark, and\n"
+                    "volumes, QC pictures and group classification of predicted hippocampus label\n"
+                    "maps. hippo-peft COMMAND -h explains each command.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("plan", help="plan + preprocess 3d_fullres for UNETR/SwinUNETR (nnU-Net's planner underneath)",
+                       description="Write a plans file for UNETR or SwinUNETR (nnU-Net's planner underneath, with a\n"
+                                   "patch size the network accepts) and preprocess the dataset for it, so that\n"
+                                   "nnUNetv2_train -p <plans name> trains one of hippo_peft's trainers.")
     s.add_argument("-d", "--dataset", required=True, help="dataset id or name (DatasetXXX_Name)")
-    s.add_argument("--arch", required=True, choices=sorted(ARCHS))
+    s.add_argument("--arch", required=True, choices=sorted(ARCHS), help="backbone")
     s.add_argument("--preset", default="paper", choices=sorted(PRESETS["unetr"]),
-                   help="network size: paper (GPU), compact (CPU in minutes), tiny (tests). Default: paper")
+                   help="network size: paper (GPU), compact (CPU in minutes), tiny (tests)")
     s.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
                    help="explicit patch size (multiples of 16 for UNETR, 32 for SwinUNETR); for UNETR transfer, "
-                        "use the source's patch size. Default: nnU-Net's, rounded up")
-    s.add_argument("--plans-name", help="default nnUNetPlans_<ARCH>_<preset>")
+                        "use the source's patch size (default: nnU-Net's, rounded up)")
+    s.add_argument("--plans-name", help="plans identifier (default: nnUNetPlans_<ARCH>_<preset>)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing plans file of that name")
-    s.add_argument("-np", type=int, default=2, help="processes for fingerprint/preprocessing (default 2)")
+    s.add_argument("-np", type=int, default=2, help="processes for fingerprint and preprocessing")
     s.add_argument("--no-preprocess", action="store_true", help="write the plans only")
     s.add_argument("--no-verify", action="store_true", help="skip nnU-Net's dataset integrity check")
     s.set_defaults(func=_cmd_plan)
 
-    s = sub.add_parser("env", help="print the nnUNet_extTrainer export line and check nnU-Net's variables")
+    s = sub.add_parser("env", help="print the nnUNet_extTrainer export line and check nnU-Net's variables",
+                       description="Print the line that lets nnU-Net find hippo_peft's trainers\n"
+                                   "(export nnUNet_extTrainer=...) and whether nnUNet_raw, nnUNet_preprocessed and\n"
+                                   "nnUNet_results are set.")
     s.set_defaults(func=_cmd_env)
-    s = sub.add_parser("install-shim", help="(opt-in) write a re-export module into nnunetv2's trainer folder")
+    s = sub.add_parser("install-shim", help="(optional) write a module into nnunetv2's trainer folder so that nnU-Net "
+                                            "finds hippo_peft's trainers without nnUNet_extTrainer")
     s.set_defaults(func=_cmd_install_shim)
     s = sub.add_parser("uninstall-shim", help="remove the module install-shim wrote")
     s.set_defaults(func=_cmd_uninstall_shim)
@@ -120,20 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("import-weights", help="turn a foreign checkpoint (MONAI state dict, state_dict/net wrapper, "
                                               "nnU-Net checkpoint) into a -pretrained_weights file for a plans file")
     s.add_argument("source", help=".pt/.pth/.ckpt/.safetensors checkpoint")
-    s.add_argument("--plans", required=True, help="target plans file written by `hippo-peft plan` "
+    s.add_argument("--plans", required=True, help="target plans file written by hippo-peft plan "
                                                   "($nnUNet_preprocessed/DatasetXXX/nnUNetPlans_UNETR_paper.json)")
-    s.add_argument("-c", "--configuration", default="3d_fullres")
+    s.add_argument("-c", "--configuration", default="3d_fullres", help="configuration of the plans file")
     s.add_argument("-o", "--output", required=True, help="checkpoint to write")
     s.add_argument("--min-fraction", type=float, default=0.5,
-                   help="refuse when less than this fraction of the network's numbers can be loaded (default 0.5)")
-    s.add_argument("--overwrite", action="store_true")
+                   help="refuse when less than this fraction of the network's numbers can be loaded")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     s.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
     s.set_defaults(func=_cmd_import_weights)
 
     s = sub.add_parser("export-adapter", help="write a trained adapter (safetensors + JSON config) from a fold folder")
     s.add_argument("fold_dir", help="$nnUNet_results/DatasetXXX/<adapter trainer>__<plans>__<config>/fold_N")
     s.add_argument("-o", "--output", required=True, help="folder to write adapter.safetensors + adapter_config.json")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing adapter folder")
     s.set_defaults(func=_cmd_export_adapter)
 
     s = sub.add_parser("convert-weights", help="turn a trusted research checkpoint (pickled extras such as "
@@ -152,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "plans.json, with dataset.json beside it)")
     s.add_argument("-o", "--output", required=True, help="model folder to write (fold_all/checkpoint_final.pth)")
     s.add_argument("--merge", action="store_true", help="fold the adapter into the base network's weights")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     s.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP.replace("the file", "the --base checkpoint"))
     s.set_defaults(func=_cmd_apply_adapter)
 
@@ -161,90 +191,129 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model_dir", help="$nnUNet_results/DatasetXXX/<adapter trainer>__<plans>__<config>")
     s.add_argument("-o", "--output", required=True, help="new model folder to write")
     s.add_argument("-f", "--folds", nargs="+", help="folds to merge (default: every fold with checkpoint_final.pth)")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     s.set_defaults(func=_cmd_merge)
 
     from hippo_peft.experiments.benchmark import NNUNET_METHODS, all_methods
-    s = sub.add_parser("demo", help="the whole pipeline on CPU on generated phantoms (or --raw DATASET)")
-    s.add_argument("--workdir", help="keep the nnU-Net tree here (default: a temporary folder, removed afterwards)")
-    s.add_argument("--raw", help="an nnU-Net raw dataset folder (DatasetXXX_Name) to use as the target task")
-    s.add_argument("--arch", default="unetr", choices=sorted(ARCHS))
-    s.add_argument("--preset", default="compact", choices=sorted(PRESETS["unetr"]))
+    s = sub.add_parser("demo", help="the whole pipeline on CPU on generated phantoms (or --raw DATASET)",
+                       description="The whole pipeline on CPU in a private nnU-Net tree: generated phantoms (or\n"
+                                   "--raw DATASET as the target), hippo-peft plan, source pre-training, adaptation\n"
+                                   "of the target (--method), nnU-Net's validation and Dice.")
+    s.add_argument("--workdir", help="keep the nnU-Net tree here, a new or empty folder (default: a temporary "
+                                     "folder, removed afterwards)")
+    s.add_argument("--raw", help="an nnU-Net raw dataset folder (DatasetXXX_Name) to use as the target task "
+                                 "(default: generated phantoms)")
+    s.add_argument("--arch", default="unetr", choices=sorted(ARCHS), help="backbone")
+    s.add_argument("--preset", default="compact", choices=sorted(PRESETS["unetr"]), help="network size")
     s.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    s.add_argument("--method", default="lorapt", choices=[m for m in all_methods() if m not in NNUNET_METHODS],
-                   help="how the target is adapted (default lorapt: adapter + CNN decoder + head, the papers' "
-                        "setting; lorapt-strict: adapter + head; full = full fine-tuning)")
+    demo_methods = [m for m in all_methods() if m not in NNUNET_METHODS]
+    s.add_argument("--method", default="lorapt", choices=demo_methods, metavar="METHOD",
+                   help=f"how the target is adapted, one of {', '.join(demo_methods)}: lorapt = adapter + CNN "
+                        f"decoder + head, the papers' setting; lorapt-strict = adapter + head; full = full "
+                        f"fine-tuning")
     s.set_defaults(func=_cmd_demo)
 
-    # --- volumes / classify (issue 5) register below this line ---
     from hippo_peft.analysis import classify, qc, volumes
     volumes.register(sub)
     qc.register(sub)
     classify.register(sub)
-    # --- end volumes / classify ---
-    # --- benchmark (issue 4) registers below this line ---
+
     from hippo_peft.experiments import benchmark as bench
     from hippo_peft.experiments.benchmark import PROFILES, default_methods
     s = sub.add_parser("benchmark", help="few-shot transfer: source pre-training, k-shot draws, every method and "
                                          "nnU-Net from scratch with the same iteration budget; table, CSV/JSON, plots",
-                       description=bench.__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=bench.__doc__)
     s.add_argument("--target", required=True, help="labelled nnU-Net raw dataset folder (imagesTr + labelsTr)")
     s.add_argument("--source", help="an nnU-Net raw dataset folder to pre-train on, a checkpoint (.pth/.pt/"
                                     ".safetensors, MONAI or nnU-Net) to start from, or 'label-shift' (a source made "
-                                    "of --n-source target cases with all labels merged). Default: "
-                                    "Dataset002_BraTS2015mini beside the target")
+                                    "of --n-source target cases with all labels merged) (default: "
+                                    "Dataset002_BraTS2015mini beside the target)")
     s.add_argument("--workdir", required=True, help="folder for everything the benchmark writes; rerun the same "
                                                     "command to resume an interrupted benchmark")
-    s.add_argument("--arch", nargs="+", default=["unetr"], choices=sorted(ARCHS), help="backbone(s) (default unetr)")
+    s.add_argument("--arch", nargs="+", default=["unetr"], choices=sorted(ARCHS), help="backbone(s)")
     s.add_argument("--methods", nargs="+", default=list(default_methods()), metavar="METHOD",
                    help=f"any of {', '.join(all_methods())} (adapter methods train the adapter + CNN decoder + head as"
                         f" the papers do, <method>-strict the adapter + head only, decoderonly the same decoder + "
                         f"head without an adapter, cnnonly every CNN part; nnunet: nnU-Net's default trainer from "
                         f"scratch; nnunet-ft: the same pre-trained on the source). A method may carry learning rates:"
-                        f" lorapt@3e-4 (every group), lorapt@3e-4,1e-3 (adapter, decoder + head). Default: "
-                        f"{' '.join(default_methods())}")
-    s.add_argument("--shots", nargs="+", type=int, default=[5, 10, 20], help="k values (default 5 10 20)")
-    s.add_argument("--draws", type=int, default=3, help="random draws of k cases per k (default 3)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the test set and the draws (default 0)")
-    s.add_argument("--device", default="cpu", choices=sorted(PROFILES))
+                        f" lorapt@3e-4 (every group), lorapt@3e-4,1e-3 (adapter, decoder + head)")
+    s.add_argument("--shots", nargs="+", type=int, default=[5, 10, 20], help="k values: labelled cases per draw")
+    s.add_argument("--draws", type=int, default=3, help="random draws of k cases per k")
+    s.add_argument("--seed", type=int, default=0, help="seed of the test set and the draws")
+    s.add_argument("--device", default="cpu", choices=sorted(PROFILES),
+                   help="where nnUNetv2_train runs; also sets the defaults of --preset, --iterations, "
+                        "--source-iterations, --n-test and --n-val")
     s.add_argument("--preset", choices=sorted(PRESETS["unetr"]),
                    help=f"network size (default: {PROFILES['cpu']['preset']} on cpu, {PROFILES['cuda']['preset']} "
                         f"on cuda)")
     s.add_argument("--iterations", type=int, nargs="+",
                    help=f"training iterations per run, every method alike; several budgets give learning curves "
-                        f"(default {PROFILES['cpu']['iterations']} on cpu, {PROFILES['cuda']['iterations']} on cuda)")
+                        f"(default: {PROFILES['cpu']['iterations']} on cpu, {PROFILES['cuda']['iterations']} on cuda)")
     s.add_argument("--source-iterations", type=int,
-                   help=f"source pre-training iterations (default {PROFILES['cpu']['source_iterations']} on cpu, "
+                   help=f"source pre-training iterations (default: {PROFILES['cpu']['source_iterations']} on cpu, "
                         f"{PROFILES['cuda']['source_iterations']} on cuda)")
     s.add_argument("--n-test", default="-1", help=f"held-out test cases drawn from the labelled cases not trained "
-                                                  f"on, or 'all' (default {PROFILES['cpu']['n_test']} on cpu, all "
+                                                  f"on, or 'all' (default: {PROFILES['cpu']['n_test']} on cpu, all "
                                                   f"on cuda)")
-    s.add_argument("--test-cases", nargs="+", help="explicit test case ids, or one text file with an id per line")
-    s.add_argument("--train-draws", help="JSON file of explicit draws {\"5\": [[case, ...], ...], ...}")
-    s.add_argument("--n-source", type=int, default=40, help="target cases for --source label-shift (default 40)")
+    s.add_argument("--test-cases", nargs="+", help="explicit test case ids, or one text file with an id per line "
+                                                   "(default: drawn with --seed)")
+    s.add_argument("--train-draws", help="JSON file of explicit draws {\"5\": [[case, ...], ...], ...} "
+                                         "(default: drawn with --seed)")
+    s.add_argument("--n-source", type=int, default=40,
+                   help="target cases that make the source of --source label-shift (never drawn or tested)")
     s.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP.replace("file", "--source checkpoint")
                    + " (passed on to the benchmark's nnUNetv2_train runs as HIPPO_PEFT_TRUST_PICKLE=1)")
     s.add_argument("--n-val", type=int, default=-1,
                    help=f"validation cases, drawn after the test set and never trained on: scored apart, for "
-                        f"choosing rates and budgets without looking at the test set (default "
-                        f"{PROFILES['cpu']['n_val']}; 0: none)")
+                        f"choosing rates and budgets without looking at the test set; 0: none (default: "
+                        + (f"{PROFILES['cpu']['n_val']}" if PROFILES["cpu"]["n_val"] == PROFILES["cuda"]["n_val"]
+                           else f"{PROFILES['cpu']['n_val']} on cpu, {PROFILES['cuda']['n_val']} on cuda") + ")")
     s.add_argument("--qc-page", action="store_true", help=QC_PAGE_HELP)
     s.set_defaults(func=_cmd_benchmark)
     s = sub.add_parser("benchmark-report", help="rewrite a benchmark work folder's report from its finished runs "
                                                 "(also while a benchmark is still running); trains nothing")
-    s.add_argument("workdir", help="a work folder made by `hippo-peft benchmark`")
+    s.add_argument("workdir", help="a work folder made by hippo-peft benchmark")
     s.add_argument("--qc-page", action="store_true", help=QC_PAGE_HELP)
     s.set_defaults(func=_cmd_benchmark_report)
-    # --- end benchmark ---
+
+    for action in sub._choices_actions:  # every command: its defaults shown, its one-line help as description
+        command = sub.choices[action.dest]
+        command.formatter_class = HelpFormatter
+        if command.description is None:
+            command.description = textwrap.fill(action.help[0].upper() + action.help[1:] + ".", 80)
     return p
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes each message to the sys.stdout of the moment (a test's capture may replace it between calls)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _log_to_stdout() -> None:
+    """The library's logging.info messages are the commands' progress output: plain lines on stdout, as print gave.
+    Only hippo_peft's loggers; other libraries' warnings go to stderr as Python's default does."""
+    log = logging.getLogger("hippo_peft")
+    if not any(isinstance(h, _StdoutHandler) for h in log.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _log_to_stdout()
     try:
         status = args.func(args)  # a command that finished with something to look at returns 1 (qc)
-    except (ValueError, OSError, RuntimeError) as e:  # bad input, unreadable or unwritable paths
+    except (HippoPeftError, OSError) as e:  # bad input, a refused file; a path the system cannot read or write
         print(f"hippo-peft {args.command}: error: {e}", file=sys.stderr)
         return 2
     except Exception:  # noqa: BLE001 -- a bug of ours: its traceback, and a status no command uses otherwise

@@ -14,10 +14,12 @@ import struct
 import zlib
 from pathlib import Path
 
+from hippo_peft.errors import HippoPeftError
+
 _CHUNK = 1 << 20
 
 
-class IncompleteImageError(ValueError):
+class IncompleteImageError(HippoPeftError, ValueError):
     """An image or label map whose file is cut short or does not decode; the message names the file."""
 
 

@@ -15,19 +15,23 @@ safetensors header) raise :class:`WeightsFileError` with one line: the file, wha
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
-import sys
 import zipfile
 from pathlib import Path
 
 import torch
 
+from hippo_peft.errors import HippoPeftError
+
+logger = logging.getLogger(__name__)
+
 TRUST_ENV = "HIPPO_PEFT_TRUST_PICKLE"
 OPT_IN = f"--trust-pickle (or {TRUST_ENV}=1 for nnUNetv2_train)"
 
 
-class WeightsFileError(ValueError):
+class WeightsFileError(HippoPeftError, ValueError):
     """A weights file that cannot be used: missing, corrupt, of another kind, or holding code; one-line message."""
 
 
@@ -121,10 +125,9 @@ def load_weights_file(path: str | Path, trust_pickle: bool = False):
     except Exception as e:  # noqa: BLE001 - corrupt files raise many types; one line for all
         raise WeightsFileError(f"{path}: cannot be read as a torch checkpoint ({_one_line(e)}). The file is corrupt "
                                f"or truncated: fetch it again.") from None
-    # Only here, with the user's opt-in, and only for a file the allow-list refused: said on stderr every time.
+    # Only here, with the user's opt-in, and only for a file the allow-list refused: a warning every time.
     needs = ", ".join(_unsafe_globals(path)) or "globals outside it"
-    print(f"hippo_peft: unpickling {path} without the allow-list ({needs}) because of the opt-in {OPT_IN}.",
-          file=sys.stderr)
+    logger.warning(f"hippo_peft: unpickling {path} without the allow-list ({needs}) because of the opt-in {OPT_IN}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001
@@ -133,13 +136,69 @@ def load_weights_file(path: str | Path, trust_pickle: bool = False):
 
 
 def _unsafe_globals(path: Path) -> list[str]:
-    """Globals the file needs that the allow-list does not hold (empty when torch cannot list them)."""
+    """Globals the file needs that the allow-list does not hold (empty when they cannot be listed)."""
     allowed = {name for _, name in _allowed_globals()}
+    if _kind(path) != "torch-zip":  # torch lists the globals of zip checkpoints only
+        try:
+            from torch import _weights_only_unpickler as wou
+            allowed |= set(wou._get_allowed_globals()) | set(wou._get_user_allowed_globals())
+        except (ImportError, AttributeError):
+            pass
+        return [g for g in _pickle_globals(path) if g not in allowed]
     try:
         found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except (RuntimeError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError):
         return []
     return [g for g in found if g not in allowed]
+
+
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+_MEMO_PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_MEMO_GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
+_NO_PUSH_OPS = {"PROTO", "FRAME", "STOP", "MEMOIZE", *_MEMO_PUT_OPS}
+
+
+def _pickle_globals(path: Path) -> list[str]:
+    """``module.name`` of every GLOBAL / STACK_GLOBAL in a non-zip pickle file, in order, read with
+    ``pickletools.genops`` (a disassembler: nothing is imported or executed). torch's legacy format is several
+    pickles in a row (then raw storage bytes): each is read until one does not parse. STACK_GLOBAL takes its module
+    and name from the stack; we follow the string pushes and the memo (MEMOIZE / PUT, GET) that feed it, which is
+    how pickle writes them, and report ``<unresolved STACK_GLOBAL>`` otherwise."""
+    import pickletools
+    found: list[str] = []
+    with open(path, "rb") as f:
+        while True:
+            start = f.tell()
+            stack: list = []  # what each op pushed, as far as it matters here: str, or None for anything else
+            memo: dict = {}
+            try:
+                for op, arg, _ in pickletools.genops(f):
+                    name = op.name
+                    if name == "GLOBAL":  # arg: "module name"
+                        found.append(".".join(str(arg).split(" ", 1)))
+                        stack.append(None)
+                    elif name == "STACK_GLOBAL":
+                        module, attr = (stack[-2:] if len(stack) >= 2 else [None, None])
+                        del stack[-2:]
+                        found.append(f"{module}.{attr}" if isinstance(module, str) and isinstance(attr, str)
+                                     else "<unresolved STACK_GLOBAL>")
+                        stack.append(None)
+                    elif name in _STRING_OPS:
+                        stack.append(arg.decode("latin-1") if isinstance(arg, bytes) else arg)
+                    elif name == "MEMOIZE":
+                        memo[len(memo)] = stack[-1] if stack else None
+                    elif name in _MEMO_PUT_OPS:
+                        memo[arg] = stack[-1] if stack else None
+                    elif name in _MEMO_GET_OPS:
+                        stack.append(memo.get(arg))
+                    elif name not in _NO_PUSH_OPS:
+                        stack.append(None)  # a value or a stack change we need not follow: breaks a string pair
+            except Exception:  # noqa: BLE001 - the end of the pickles (raw bytes, truncation): keep what was found
+                break
+            if f.tell() == start or not f.read(1):  # nothing parsed, or the end of the file
+                break
+            f.seek(-1, os.SEEK_CUR)
+    return list(dict.fromkeys(found))
 
 
 def _one_line(error: BaseException) -> str:

@@ -7,6 +7,7 @@ outside the nnunetv2 package, so ``hippo-peft plan`` drives this class.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Sequence
 
@@ -14,8 +15,11 @@ from batchgenerators.utilities.file_and_folder_operations import isfile, join, l
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 from nnunetv2.paths import nnUNet_preprocessed
 
+from hippo_peft.errors import HippoPeftError, InputError
 from hippo_peft.networks.presets import get_arch, get_preset
 from hippo_peft.nnunet.plans import make_configuration
+
+logger = logging.getLogger(__name__)
 
 STOCK_PLANS = "nnUNetPlans"
 # keys of a configuration that decide what the preprocessed data look like
@@ -27,7 +31,7 @@ def default_plans_name(arch: str, preset: str) -> str:
     return f"nnUNetPlans_{get_arch(arch).plans_suffix}_{preset}"
 
 
-class PlansExistError(FileExistsError):
+class PlansExistError(HippoPeftError, FileExistsError):
     pass
 
 
@@ -54,7 +58,7 @@ class nnUNetPlannerTransformer(ExperimentPlanner):
         super().__init__(dataset_name_or_id, gpu_memory_target_in_gb=gpu_memory_target_in_gb,
                          plans_name=plans_name or default_plans_name(arch, preset))
         if self.plans_identifier == STOCK_PLANS:
-            raise ValueError(f"Refusing to write our plans as '{STOCK_PLANS}' (nnU-Net's own plans). Pick another "
+            raise InputError(f"Refusing to write our plans as '{STOCK_PLANS}' (nnU-Net's own plans). Pick another "
                              f"--plans-name.")
         if isfile(self.plans_file) and not overwrite:
             raise PlansExistError(f"{self.plans_file} already exists. Pass --overwrite to replace it or --plans-name "
@@ -78,7 +82,7 @@ class nnUNetPlannerTransformer(ExperimentPlanner):
 
     def save_plans(self, plans):
         if "3d_fullres" not in plans["configurations"]:
-            raise ValueError(f"{self.dataset_name} is not 3D (nnU-Net planned no 3d_fullres configuration); "
+            raise InputError(f"{self.dataset_name} is not 3D (nnU-Net planned no 3d_fullres configuration); "
                              f"{self.arch.network_class_name} needs 3D images.")
         config = make_configuration(plans["configurations"]["3d_fullres"], self.arch.name, self.preset,
                                     self.requested_patch_size)
@@ -96,4 +100,4 @@ class nnUNetPlannerTransformer(ExperimentPlanner):
         maybe_mkdir_p(os.path.dirname(self.plans_file))
         with atomic_file(self.plans_file) as tmp:
             save_json(plans, str(tmp), sort_keys=False)
-        print(f"Plans were saved to {self.plans_file}")
+        logger.info(f"Plans were saved to {self.plans_file}")

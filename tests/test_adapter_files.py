@@ -2,6 +2,7 @@
 base keys, runs in nnU-Net's own predictor with the base trainer and gives the same logits; other base weights are
 refused with nothing written."""
 import json
+import logging
 
 import pytest
 import torch
@@ -51,8 +52,9 @@ def logits(folder, x):
         return predictor.network(x), type(predictor.network), predictor.trainer_name
 
 
-def test_export_apply_merge_round_trip(tmp_path, monkeypatch, ext_trainer_dir):
+def test_export_apply_merge_round_trip(tmp_path, monkeypatch, ext_trainer_dir, caplog):
     monkeypatch.setenv("nnUNet_extTrainer", ext_trainer_dir)
+    caplog.set_level(logging.INFO, logger="hippo_peft")  # what the CLI shows on stdout
     model, net = trained_model_folder(tmp_path, nnUNetTrainer_UNETR_LoRAPT)
     x = torch.randn(1, 1, *PATCH)
     with torch.no_grad():
@@ -76,6 +78,9 @@ def test_export_apply_merge_round_trip(tmp_path, monkeypatch, ext_trainer_dir):
     merged_one = apply_adapter(tmp_path / "adapter", tmp_path / "base.pth", model / "plans.json",
                                tmp_path / "applied_merged", merge=True)
     merged_all = merge_model(model, tmp_path / "merged")
+    said = [r.getMessage() for r in caplog.records if r.name == "hippo_peft.nnunet.adapter_files"]
+    assert [m.split(" ")[0] for m in said] == ["Wrote", "Wrote", "Wrote", "Merged", "Predict"], said
+    assert said[0].startswith(f"Wrote {tmp_path / 'adapter' / 'adapter.safetensors'}: ") and "-m " in said[-1]
     base_keys = set(torch.load(tmp_path / "base.pth", weights_only=False)["network_weights"])
     for folder in (merged_one.parent.parent, merged_all):
         ckpt = torch.load(folder / "fold_all" / "checkpoint_final.pth", weights_only=False)
@@ -111,36 +116,35 @@ def test_cli_reports_errors_without_traceback(tmp_path):
     assert main(["export-adapter", str(tmp_path / "nothing" / "fold_0"), "-o", str(tmp_path / "a")]) == 2
 
 
-def test_files_from_before_the_papers_setting_are_read_as_strict(tmp_path, monkeypatch, ext_trainer_dir):
-    """A fold trained by nnUNetTrainer_UNETR_LoRAPT before hippo_peft 0.2 (adapter + head) exports, applies and merges
-    as the _Strict trainer, whose setting it has: same outputs, nothing of the decoder claimed as trained."""
-    monkeypatch.setenv("nnUNet_extTrainer", ext_trainer_dir)
+def test_a_fold_or_adapter_file_with_another_setting_than_its_trainer_is_refused(tmp_path):
+    """A checkpoint or adapter file whose recorded config is not its trainer's (another hippo_peft version, or
+    edited) is refused with what to do; no conversion, nothing written."""
     from hippo_peft.trainers import nnUNetTrainer_UNETR_LoRAPT_Strict
-    model, net = trained_model_folder(tmp_path, nnUNetTrainer_UNETR_LoRAPT,
-                                      adapter_cfg=nnUNetTrainer_UNETR_LoRAPT_Strict.adapter_config())
-    x = torch.randn(1, 1, *PATCH)
-    with torch.no_grad():
-        expected = net(x)
-    meta = export_adapter(model / "fold_all", tmp_path / "adapter")
-    assert meta["trainer"] == "nnUNetTrainer_UNETR_LoRAPT_Strict" and meta["config"]["train_extra"] == "head"
-    applied = apply_adapter(tmp_path / "adapter", tmp_path / "base.pth", model / "plans.json", tmp_path / "applied")
-    out, _, trainer = logits(applied.parent.parent, x)
-    assert trainer == "nnUNetTrainer_UNETR_LoRAPT_Strict" and torch.allclose(out, expected, atol=1e-5)
-    merged = merge_model(model, tmp_path / "merged")
-    out, cls, _ = logits(merged, x)
-    assert cls.__name__ == "UNETR" and torch.allclose(out, expected, atol=1e-4)
-    # an adapter file as 0.1 wrote it names the trainer of that time: applied under the _Strict trainer
+    model, _ = trained_model_folder(tmp_path, nnUNetTrainer_UNETR_LoRAPT,
+                                    adapter_cfg=nnUNetTrainer_UNETR_LoRAPT_Strict.adapter_config())
+    with pytest.raises(AdapterMismatchError, match="another hippo_peft version.*Train the fold again"):
+        export_adapter(model / "fold_all", tmp_path / "from_fold")
+    assert not (tmp_path / "from_fold").exists()
+    with pytest.raises(AdapterMismatchError, match="Train the fold again"):
+        merge_model(model, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+    (tmp_path / "good").mkdir()
+    good, _ = trained_model_folder(tmp_path / "good", nnUNetTrainer_UNETR_LoRAPT)
+    export_adapter(good / "fold_all", tmp_path / "adapter")
     meta_file = tmp_path / "adapter" / "adapter_config.json"
-    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "trainer": "nnUNetTrainer_UNETR_LoRAPT"}))
-    applied = apply_adapter(tmp_path / "adapter", tmp_path / "base.pth", model / "plans.json", tmp_path / "applied01")
-    out, _, trainer = logits(applied.parent.parent, x)
-    assert trainer == "nnUNetTrainer_UNETR_LoRAPT_Strict" and torch.allclose(out, expected, atol=1e-5)
+    meta = json.loads(meta_file.read_text())
+    for config in (nnUNetTrainer_UNETR_LoRAPT_Strict.adapter_config().to_dict(),
+                   {"method": "decoderonly", "rank": 8, "targets": "all", "train_extra": "decoder"}):
+        meta_file.write_text(json.dumps({**meta, "config": config}))
+        with pytest.raises(AdapterMismatchError, match="another hippo_peft version.*Export the adapter again"):
+            apply_adapter(tmp_path / "adapter", tmp_path / "good" / "base.pth", good / "plans.json",
+                          tmp_path / "applied")
+        assert not (tmp_path / "applied").exists()
 
 
-def test_decoderonly_of_before_0_2_is_the_cnnonly_baseline():
-    from hippo_peft.trainers import trainer_for_config
-    old = {"method": "decoderonly", "rank": 8, "targets": "all", "train_extra": "decoder"}
-    assert A.config_from_dict(old) == A.make_config("cnnonly")
-    assert trainer_for_config("swinunetr", old) == "nnUNetTrainer_SwinUNETR_CNNOnly"
+def test_decoderonly_is_exactly_decoder_blocks_and_head():
+    assert A.make_config("decoderonly").train_extra == "decoder_head"
+    assert A.make_config("cnnonly").train_extra == "decoder"
     with pytest.raises(ValueError, match="cnnonly"):
         A.make_config("decoderonly", train_extra="decoder")

@@ -363,6 +363,44 @@ def test_rank_too_large_and_unmatched_targets_are_refused():
         A.inject(net, A.make_config("lora", rank=2))
 
 
+def _snapshot(net: nn.Module):
+    return ({k: v.clone() for k, v in net.state_dict().items()},
+            {n: p.requires_grad for n, p in net.named_parameters()},
+            {n: type(m) for n, m in net.named_modules()})
+
+
+@pytest.mark.parametrize("method", ["lora", "pissa", "pdora", "hyps", "lorapt"])
+def test_failed_inject_leaves_the_network_untouched(method):
+    """A rank error on the last block's (narrowed) MLP must come before anything is frozen or replaced: no
+    half-adapted network, and a retry with a rank that fits adapts every target exactly once."""
+    net = tiny("unetr")
+    last = net.vit.blocks[-1].mlp
+    last.linear1, last.linear2 = nn.Linear(48, 2), nn.Linear(2, 48)  # min(out, in) = 2 < rank 4
+    net.out.requires_grad_(False)  # a flag inject must not reset either
+    keys, grads, types = _snapshot(net)
+    with pytest.raises(ValueError, match="rank"):
+        A.inject(net, A.make_config(method, rank=4, targets="mlp"))
+    after_keys, after_grads, after_types = _snapshot(net)
+    assert list(after_keys) == list(keys)
+    assert all(torch.equal(after_keys[k], keys[k]) for k in keys)
+    assert after_grads == grads and after_types == types
+    assert A.adapter_config(net) is None and not hasattr(net, "lorapt_tensors")
+    # the retry adapts every target once, as on a fresh network
+    A.inject(net, A.make_config(method, rank=2, targets="mlp"))
+    fresh = tiny("unetr")
+    fresh.vit.blocks[-1].mlp.linear1, fresh.vit.blocks[-1].mlp.linear2 = nn.Linear(48, 2), nn.Linear(2, 48)
+    A.inject(fresh, A.make_config(method, rank=2, targets="mlp"))
+    assert A.trainable_report(net).tensors == A.trainable_report(fresh).tensors
+    assert [type(m) for m in net.modules()] == [type(m) for m in fresh.modules()]
+
+
+def test_a_network_with_adapter_layers_is_refused_even_without_its_config():
+    net = A.inject(tiny("unetr"), A.make_config("lora", rank=2))
+    object.__delattr__(net, "hippo_peft_adapter")  # e.g. a copy that lost the attribute
+    with pytest.raises(RuntimeError, match="already carries"):
+        A.inject(net, A.make_config("lora", rank=2))
+
+
 def test_config_round_trip_and_help():
     cfg = A.make_config("PDoRA", rank=3, norm_axis="input")
     assert A.config_from_dict(cfg.to_dict()) == cfg

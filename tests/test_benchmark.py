@@ -272,9 +272,9 @@ def test_benchmark_end_to_end_resumes_after_kill(phantoms, tmp_path, nnunet_env)
     assert json.loads((work / "benchmark.json").read_text())["iterations"] == [4, 6]
 
 
-def test_work_folder_from_before_the_papers_setting_is_refused(phantoms, tmp_path):
-    """A benchmark folder made before hippo_peft 0.2 (no settings version) holds runs whose methods trained other
-    tensors: resuming into it is refused, nothing in it is touched."""
+def test_work_folder_of_another_settings_version_is_refused(phantoms, tmp_path):
+    """A benchmark folder whose benchmark.json has no settings version or another one holds runs this code cannot
+    mix with its own: resuming into it is refused, nothing in it is touched."""
     from dataclasses import asdict
 
     from hippo_peft.experiments.benchmark import Workdir
@@ -284,12 +284,12 @@ def test_work_folder_from_before_the_papers_setting_is_refused(phantoms, tmp_pat
     work = tmp_path / "old"
     work.mkdir()
     (work / "benchmark.json").write_text(json.dumps(old))
-    with pytest.raises(BenchmarkError, match="settings version 1.*Start a new --workdir"):
+    with pytest.raises(BenchmarkError, match="another hippo_peft version.*Start a new --workdir"):
         Workdir(work).open(s)
     assert sorted(p.name for p in work.iterdir()) == ["benchmark.json"]
     assert json.loads((work / "benchmark.json").read_text()) == old
     (work / "benchmark.json").write_text(json.dumps({**old, "settings_version": 2}))
-    with pytest.raises(BenchmarkError, match="settings version 2.*3: validation cases"):
+    with pytest.raises(BenchmarkError, match="settings version 2; this hippo_peft reads and writes version"):
         Workdir(work).open(s)
     with pytest.raises(BenchmarkError, match="Unknown method"):
         resolve_settings(str(target), str(source), methods=["lorapt-strictly"], shots=[2], draws=1, n_test=2)
@@ -410,3 +410,27 @@ def test_benchmark_report_rewrites_a_folders_report_from_its_runs(tmp_path, caps
     text = (work / "report" / "benchmark.md").read_text()
     assert "LoRA-PT lr 1e-3 (unetr)" in text and "| **1e-3** |" in text
     assert len(list(csv.DictReader(open(work / "report" / "runs.csv")))) == 2
+
+
+REPO = Path(__file__).resolve().parents[1]
+# The committed work-folder exports (benchmark.json + runs/ + the report's tables, benchmarks/evidence/export.sh).
+# docs/benchmark/papers_setting_k10 holds only a report (no benchmark.json, no run records): nothing to rebuild.
+EVIDENCE = ["docs/benchmark/evidence", "docs/benchmark/evidence/brats"]
+
+
+@pytest.mark.parametrize("folder", EVIDENCE)
+def test_committed_evidence_rebuilds_to_the_committed_tables(folder, tmp_path):
+    """The report builder (`hippo-peft benchmark-report`) reads the committed run records of this settings version
+    and rebuilds exactly the committed tables: the evidence stays readable by the current code."""
+    import shutil
+
+    from hippo_peft.experiments.benchmark import SETTINGS_VERSION, write_folder_report
+    committed = REPO / folder
+    assert json.loads((committed / "benchmark.json").read_text())["settings_version"] == SETTINGS_VERSION
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(committed / "benchmark.json", work)
+    shutil.copytree(committed / "runs", work / "runs")
+    report = write_folder_report(str(work)).parent
+    for name in ("benchmark.md", "runs.csv"):
+        assert (report / name).read_text() == (committed / name).read_text(), f"{folder}/{name} differs"

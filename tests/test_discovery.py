@@ -26,8 +26,26 @@ def test_ext_trainer_folder_finds_our_classes(nnunet_env, tmp_path):
 def test_misspelled_trainer_lists_ours(nnunet_env, tmp_path):
     proc = find("nnUNetTrainer_UNTER_short", nnunet_env, tmp_path, check=False)
     assert proc.returncode != 0
+    # nnU-Net's own "not found" ends the lookup (our module only says AttributeError), and our hint is beside it
+    assert "Could not find requested nnunet trainer nnUNetTrainer_UNTER_short" in proc.stderr
     assert "Did you mean nnUNetTrainer_UNETR_short" in proc.stderr
     assert "nnUNetTrainer_SwinUNETR" in proc.stderr  # the list of ours
+    assert proc.stderr.count("Did you mean") == 1
+
+
+@pytest.mark.e2e
+def test_users_near_miss_trainer_in_a_later_ext_folder_is_found(nnunet_env, tmp_path):
+    """Our module is inspected first; a name close to ours must not stop nnU-Net's lookup (hasattr only swallows
+    AttributeError), so the user's own trainer in the next nnUNet_extTrainer folder is found."""
+    user = tmp_path / "user_trainers"
+    user.mkdir()
+    (user / "my_trainers.py").write_text(
+        "from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer\n\n\n"
+        "class nnUNetTrainer_UNETR_shortt(nnUNetTrainer):\n    pass\n")
+    env = dict(nnunet_env, nnUNet_extTrainer=os.pathsep.join([nnunet_env["nnUNet_extTrainer"], str(user)]))
+    proc = find("nnUNetTrainer_UNETR_shortt", env, tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "FOUND my_trainers nnUNetTrainer_UNETR_shortt" in proc.stdout
 
 
 @pytest.mark.e2e

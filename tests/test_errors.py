@@ -1,10 +1,78 @@
-"""Bad input gets a clear error before anything is lost or trained (subprocesses, like a user's shell)."""
+"""Bad input gets a clear error before anything is lost or trained: one line and exit 2 for our errors, a
+traceback and exit 3 for anything else (a bug); e2e tests run the commands in subprocesses, like a user's shell."""
+import ast
+import importlib
 import json
+import logging
 
 import pytest
 
+from hippo_peft import cli
+from hippo_peft.errors import HippoPeftError, InputError
 from hippo_peft.experiments.synthetic import write_dataset
 from tests.conftest import bin_path, minimal_plans, run
+from tests.test_import_graph import modules
+
+
+def test_our_error_is_one_line_and_exit_2(monkeypatch, capsys):
+    def refuse(args):
+        raise InputError("--foo 3: give a number below 2.")
+    monkeypatch.setattr(cli, "_cmd_env", refuse)
+    assert cli.main(["env"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "hippo-peft env: error: --foo 3: give a number below 2.\n" and captured.out == ""
+
+
+def test_library_input_errors_reach_the_user_in_one_line(tmp_path, capsys):
+    assert cli.main(["synthetic-cohort", str(tmp_path), "--n-per-group", "1"]) == 2
+    assert capsys.readouterr().err == "hippo-peft synthetic-cohort: error: --n-per-group must be >= 2 (got 1).\n"
+    assert cli.main(["benchmark", "--target", str(tmp_path), "--workdir", str(tmp_path / "w"), "--n-test", "x"]) == 2
+    assert capsys.readouterr().err.startswith("hippo-peft benchmark: error: --n-test x:")
+
+
+def test_torch_runtime_error_keeps_its_traceback_and_exit_3(monkeypatch, capsys):
+    import torch
+
+    def bug(args):
+        return torch.zeros(2, 3) @ torch.zeros(2, 3)  # torch raises RuntimeError: a bug, not bad input
+    monkeypatch.setattr(cli, "_cmd_env", bug)
+    assert cli.main(["env"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "RuntimeError" in err and "in bug" in err
+    assert err.rstrip().endswith("hippo-peft env: internal error (above); please report it.")
+
+
+def test_library_log_messages_reach_stdout(monkeypatch, capsys):
+    def talk(args):
+        logging.getLogger("hippo_peft.some_module").info("wrote 3 files")
+    monkeypatch.setattr(cli, "_cmd_env", talk)
+    assert cli.main(["env"]) == 0
+    assert cli.main(["env"]) == 0  # configured once: each message once, to the stdout of the moment
+    assert capsys.readouterr().out == "wrote 3 files\nwrote 3 files\n"
+
+
+def _error_classes():
+    """Every exception class defined in the package (found by reading the source, checked after importing)."""
+    found = []
+    for name, path in modules().items():
+        tree = ast.parse(path.read_text())
+        names = [n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)
+                 and (n.name.endswith(("Error", "Exception")) or any(ast.unparse(b).endswith(("Error", "Exception"))
+                                                                      for b in n.bases))]
+        if names:
+            module = importlib.import_module(name)
+            found += [getattr(module, n) for n in names if isinstance(getattr(module, n, None), type)]
+    return [c for c in found if issubclass(c, BaseException)]
+
+
+def test_every_error_class_of_ours_is_a_hippo_peft_error():
+    classes = _error_classes()
+    assert len(classes) >= 10, classes  # the walk finds them (errors.py's own five, safe_load's two, ...)
+    assert [c.__qualname__ for c in classes if not issubclass(c, HippoPeftError)] == []
+    # ... keeping the builtin base that callers catch
+    from hippo_peft.nnunet.weights import WeightsMismatchError
+    from hippo_peft.safe_load import WeightsFileError
+    assert issubclass(WeightsFileError, ValueError) and issubclass(WeightsMismatchError, RuntimeError)
 
 
 @pytest.mark.e2e

@@ -76,96 +76,29 @@ def test_kill_and_continue_keeps_adapter_and_optimizer_state(nnunet_env, tmp_pat
     assert "WARNING" not in log  # resumed from a pre-trained run: no "random weights" warning
 
 
-def _as_written_before_0_2(checkpoint: dict, net) -> dict:
-    """A strict LoRA-PT checkpoint as hippo_peft < 0.2 wrote it: trainer nnUNetTrainer_UNETR_LoRAPT_smoke (adapter
-    + head was its setting then), one optimizer group over the trainable tensors in ``net.parameters()`` order."""
-    names = [n for n, p in net.named_parameters() if p.requires_grad]
-    state = checkpoint["optimizer_state"]
-    groups = state["param_groups"]
-    new_order = [n for n in names if not n.startswith("out.")] + [n for n in names if n.startswith("out.")]
-    assert [len(g["params"]) for g in groups] == [len(new_order) - 2, 2]
-    one = {k: v for k, v in groups[0].items() if k != "name"}
-    one["params"] = list(range(len(names)))
-    old_state = {names.index(n): state["state"][j] for j, n in enumerate(new_order)}
-    checkpoint = dict(checkpoint, trainer_name=TRAINER, optimizer_state={"state": old_state, "param_groups": [one]})
-    checkpoint["hippo_peft_adapter"] = {k: v for k, v in checkpoint["hippo_peft_adapter"].items()
-                                        if k != "optimizer_groups"}
-    return checkpoint
-
-
-@pytest.mark.e2e
-@pytest.mark.slow
-def test_checkpoint_from_before_the_papers_setting_is_refused_and_continues_as_strict(nnunet_env, tmp_path):
-    from hippo_peft import adapters as A
-    from hippo_peft.trainers import nnUNetTrainer_UNETR_LoRAPT_Strict
-
-    env, cwd = nnunet_env, tmp_path
-    strict = "nnUNetTrainer_UNETR_LoRAPT_Strict_smoke"
-    write_dataset(env["nnUNet_raw"], "Dataset962_OldCheckpoint", 4, seed=4)
-    run([bin_path("hippo-peft"), "plan", "-d", "962", "--arch", "unetr", "--preset", "tiny", "-np", "1"], env, cwd)
-    plans_file = tmp_path / "nnUNet_preprocessed" / "Dataset962_OldCheckpoint" / "nnUNetPlans_UNETR_tiny.json"
-    base, _ = network_from_plans(plans_file)
-    torch.save({"network_weights": base.state_dict()}, tmp_path / "pretrained.pth")
-    results = tmp_path / "nnUNet_results" / "Dataset962_OldCheckpoint"
-    cmd = lambda trainer: [bin_path("nnUNetv2_train"), "962", "3d_fullres", "all", "-tr", trainer,  # noqa: E731
-                           "-p", "nnUNetPlans_UNETR_tiny", "-device", "cpu"]
-    run(cmd(strict) + ["-pretrained_weights", str(tmp_path / "pretrained.pth")], env, cwd)
-    strict_folder = results / f"{strict}__nnUNetPlans_UNETR_tiny__3d_fullres"
-    done = torch.load(strict_folder / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert {int(s["step"]) for s in done["optimizer_state"]["state"].values()} == {4}
-
-    # the same run as hippo_peft 0.1 left it after its first of two epochs, in the old trainer's folder
-    net = A.inject(network_from_plans(plans_file)[0], nnUNetTrainer_UNETR_LoRAPT_Strict.adapter_config())
-    old = dict(_as_written_before_0_2(done, net), current_epoch=1)
-    old_folder = results / f"{TRAINER}__nnUNetPlans_UNETR_tiny__3d_fullres"
-    (old_folder / "fold_all").mkdir(parents=True)
-    for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
-        (old_folder / name).write_bytes((strict_folder / name).read_bytes())
-    torch.save(old, old_folder / "fold_all" / "checkpoint_latest.pth")
-
-    refused = run(cmd(TRAINER) + ["--c"], env, cwd, check=False)
-    assert refused.returncode != 0
-    message = refused.stdout + refused.stderr
-    assert f"-tr {strict} --c" in message and "before hippo_peft 0.2" in message, message[-3000:]
-    assert not (old_folder / "fold_all" / "checkpoint_final.pth").exists()
-
-    # as the message says: move the folder, continue with the strict trainer; the Adam state carries over
-    import shutil
-    shutil.rmtree(strict_folder)
-    old_folder.rename(strict_folder)
-    run(cmd(strict) + ["--c"], env, cwd)
-    final = torch.load(strict_folder / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert final["current_epoch"] == 2
-    steps = {int(s["step"]) for s in final["optimizer_state"]["state"].values()}
-    assert steps == {6}, f"optimizer steps {steps}: the old one-group optimizer state was not continued"
-    assert [g["name"] for g in final["optimizer_state"]["param_groups"]] == ["adapter", "decoder+head"]
-
-
-def test_one_group_optimizer_state_is_regrouped_tensor_by_tensor():
-    """Each tensor's Adam state goes to that tensor in the two-group layout, also when some have no state yet."""
+def test_checkpoint_this_version_cannot_continue_is_refused():
+    """`--c` on a checkpoint without our record of optimizer groups (another trainer, another hippo_peft version),
+    with another adapter setting, or with another optimizer layout is refused with what to do; nothing is
+    converted."""
     from types import SimpleNamespace
 
-    from hippo_peft.trainers import nnUNetTrainer_UNETR_LoRAPT
-    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3), torch.nn.Linear(3, 2))
-    net[1].bias.requires_grad_(False)
-    trainable = [p for p in net.parameters() if p.requires_grad]  # 0.w 0.b 1.w 2.w 2.b: the old group's order
-    old = torch.optim.AdamW(trainable, lr=1e-3)
-    old_state = old.state_dict()
-    # same-shaped tensors (0.weight, 1.weight) get different markers; 2.bias never had a step
-    old_state["state"] = {i: {"step": torch.tensor(float(10 + i)), "exp_avg": torch.full_like(p, float(i)),
-                              "exp_avg_sq": torch.full_like(p, float(i))}
-                          for i, p in enumerate(trainable) if i != 4}
-    adapter, decoder = [net[1].weight, net[0].weight], [net[2].weight, net[2].bias, net[0].bias]
-    new = torch.optim.AdamW([{"params": adapter, "lr": 1e-3, "name": "adapter"},
-                             {"params": decoder, "lr": 5e-4, "name": "decoder+head"}])
-    trainer = SimpleNamespace(network=net, optimizer=new)
-    regrouped = nnUNetTrainer_UNETR_LoRAPT._regroup_optimizer_state(trainer, old_state)
-    new.load_state_dict(regrouped)
-    for p in adapter + decoder:
-        i = next(i for i, q in enumerate(trainable) if q is p)
-        if i == 4:
-            assert p not in new.state or not new.state[p]
-        else:
-            assert float(new.state[p]["step"]) == 10 + i and torch.equal(new.state[p]["exp_avg"], torch.full_like(p, i))
-    assert [g["lr"] for g in new.param_groups] == [1e-3, 5e-4]
-    assert [g["name"] for g in new.param_groups] == ["adapter", "decoder+head"]
+    from hippo_peft.trainers import nnUNetTrainer_UNETR_LoRAPT, nnUNetTrainer_UNETR_LoRAPT_Strict
+    trainer = object.__new__(nnUNetTrainer_UNETR_LoRAPT)  # the checks come before anything nnU-Net set up
+    trainer.was_initialized = True
+    trainer.optimizer = SimpleNamespace(param_groups=[{"name": "adapter"}, {"name": "decoder+head"}])
+    ours = {"method": "lorapt", "config": nnUNetTrainer_UNETR_LoRAPT.adapter_config().to_dict(),
+            "optimizer_groups": ["adapter", "decoder+head"]}
+    one_group = {"state": {}, "param_groups": [{"params": []}]}
+
+    def checkpoint(record, optimizer_state=one_group):
+        return {"trainer_name": TRAINER, "optimizer_state": optimizer_state,
+                **({"hippo_peft_adapter": record} if record is not None else {})}
+
+    for record in (None, {k: v for k, v in ours.items() if k != "optimizer_groups"}):
+        with pytest.raises(RuntimeError, match="another hippo_peft version.*Start a new training"):
+            trainer.load_checkpoint(checkpoint(record))
+    strict = {**ours, "config": nnUNetTrainer_UNETR_LoRAPT_Strict.adapter_config().to_dict()}
+    with pytest.raises(RuntimeError, match="trained with adapter.*Continue it with the trainer that wrote it"):
+        trainer.load_checkpoint(checkpoint(strict))
+    with pytest.raises(RuntimeError, match="1 parameter groups.*has 2"):
+        trainer.load_checkpoint(checkpoint(ours))

@@ -64,6 +64,32 @@ def test_payload_is_refused_before_unpickling_and_named(tmp_path):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_plain_pickle_payload_is_refused_and_named(tmp_path, protocol):
+    """A bare pickle (not torch.save's zip): torch cannot list its globals, we read them from the opcodes (GLOBAL for
+    protocol 2, STACK_GLOBAL with memoised strings from 4 on) without executing anything."""
+    import pickle
+    import pickletools
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"layer.weight": [1.0, 2.0], "extra": _Payload(marker)}, protocol=protocol))
+    ops = {op.name for op, _, _ in pickletools.genops(path.read_bytes())}
+    assert ("STACK_GLOBAL" if protocol >= 4 else "GLOBAL") in ops
+    with pytest.raises(UnsafeCheckpointError) as err:
+        load_weights_file(path)
+    assert not marker.exists(), "the payload ran"
+    assert "posix.system" in str(err.value) or "os.system" in str(err.value)
+    assert "globals outside the allow-list" not in str(err.value)
+    assert err.value.globals == [f"{os.system.__module__}.system"]
+    # torch's own legacy (non-zip) format is a sequence of pickles: the payload is found in the data pickle
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"state_dict": _state(), "extra": _Payload(marker)}, legacy, _use_new_zipfile_serialization=False,
+               pickle_protocol=protocol)
+    with pytest.raises(UnsafeCheckpointError, match=r"(posix|os)\.system"):
+        load_weights_file(legacy)
+    assert not marker.exists(), "the payload ran"
+
+
 def test_namespace_needs_the_opt_in_and_loads_with_it(tmp_path, monkeypatch):
     path = tmp_path / "research.pth"
     torch.save({"state_dict": _state(), "args": argparse.Namespace(lr=1e-4)}, path)

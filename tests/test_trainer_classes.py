@@ -57,9 +57,12 @@ def test_every_exported_trainer_is_a_class_statement():
 
 
 def readme_trainer_names() -> set[str]:
-    # results folders (<trainer>__<plans>__<config>) give their trainer; `..._<N>it` placeholders end in "_"
-    names = {n.split("__")[0] for n in re.findall(r"nnUNetTrainer_(?:UNETR|SwinUNETR)\w*",
-                                                  (REPO / "README.md").read_text())}
+    # the README and the docs pages; results folders (<trainer>__<plans>__<config>) give their trainer;
+    # `..._<N>it` placeholders end in "_"
+    # module paths (hippo_peft.trainers.nnUNetTrainer_UNETR_adapters) and file names (.py) are not trainer names
+    text = "\n".join(p.read_text() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
+    names = {m.group().split("__")[0] for m in re.finditer(r"nnUNetTrainer_(?:UNETR|SwinUNETR)\w*", text)
+             if text[m.start() - 1:m.start()] != "." and text[m.end():m.end() + 3] != ".py"}
     return {n for n in names if not re.search(r"_\d+it", n) and not n.endswith("_")}
 
 

@@ -1,4 +1,10 @@
-"""The tolerant pre-trained loader: class change, channel change, foreign MONAI checkpoints, refusals."""
+"""The tolerant pre-trained loader: class change, channel change, foreign MONAI checkpoints, refusals, and where
+its report goes."""
+import argparse
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -144,3 +150,71 @@ def test_pretrained_weights_routing_is_scoped_to_our_trainer(monkeypatch):
     gc.collect()  # held weakly: a gone trainer's network falls through to nnU-Net's function
     run_training.load_pretrained_weights(network, "d.pth")
     assert calls[-1] == ("nnunet", network, "d.pth")
+
+
+def test_report_is_logged_by_default(tmp_path, caplog):
+    torch.save(unetr(seed=0).state_dict(), tmp_path / "w.pt")
+    with caplog.at_level(logging.INFO, logger="hippo_peft"):
+        load_pretrained(unetr(seed=1), tmp_path / "w.pt", in_channels=1)
+    [record] = caplog.records
+    assert record.name == "hippo_peft.nnunet.weights" and record.levelno == logging.INFO
+    assert record.getMessage().startswith(f"Loaded pre-trained weights from {tmp_path / 'w.pt'}\npre-trained weights:")
+
+
+def test_a_trainer_logs_every_message_of_the_load_once(tmp_path, monkeypatch, caplog):
+    """nnUNetv2_train configures no logging: what the library logs while a trainer loads weights (here the opt-in
+    warning of hippo_peft.safe_load, deep below load_pretrained) goes to the trainer's print_to_log_file, once."""
+    from hippo_peft.trainers.base import nnUNetTrainer_TransformerBase
+
+    path = tmp_path / "research.pth"
+    torch.save({"state_dict": unetr(seed=0).state_dict(), "args": argparse.Namespace(lr=1e-4)}, path)
+    monkeypatch.setenv("HIPPO_PEFT_TRUST_PICKLE", "1")
+    lines = []
+    trainer = SimpleNamespace(print_to_log_file=lambda *args, **kwargs: lines.append(" ".join(map(str, args))))
+    package = logging.getLogger("hippo_peft")
+    before = (list(package.handlers), package.level, package.propagate)
+    caplog.set_level(logging.INFO)
+    with nnUNetTrainer_TransformerBase.library_logs(trainer):
+        load_pretrained(unetr(seed=1), path, in_channels=1, log=trainer.print_to_log_file)
+    assert [line.split(" ")[0] for line in lines] == ["HIPPO_PEFT_TRUST_PICKLE=1:", "WARNING:", "Loaded"], lines
+    assert "unpickling" in lines[1] and "argparse.Namespace" in lines[1]
+    assert not caplog.records  # not also through the root logger's handlers
+    assert (list(package.handlers), package.level, package.propagate) == before
+
+    # outside a trainer the same warning is a warning of hippo_peft.safe_load (stderr, or the CLI's stdout)
+    read_state_dict(path)
+    assert [(r.name, r.levelno) for r in caplog.records] == [("hippo_peft.safe_load", logging.WARNING)]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer", ["nnUNetTrainer_UNETR_smoke", "nnUNetTrainer_UNETR_LoRAPT_smoke"])
+def test_opt_in_and_report_reach_the_training_log_once(tmp_path, nnunet_env, trainer):
+    """`HIPPO_PEFT_TRUST_PICKLE=1 nnUNetv2_train ... -pretrained_weights research.pth`: the opt-in, the unpickling
+    warning (logged deep in hippo_peft.safe_load) and the load report are in nnU-Net's training log and on the
+    console, each once. The run stops later at the dummy case file; the weights were loaded before."""
+    import json
+    import subprocess
+
+    from tests.conftest import bin_path, minimal_plans
+
+    pre = Path(nnunet_env["nnUNet_preprocessed"]) / "Dataset999_Test"
+    pre.mkdir()
+    plans, dataset_json = minimal_plans("unetr", "tiny", PATCH)
+    (pre / "nnUNetPlans_UNETR_tiny.json").write_text(json.dumps(plans))
+    (pre / "dataset.json").write_text(json.dumps(dataset_json))
+    data = pre / plans["configurations"]["3d_fullres"]["data_identifier"]
+    data.mkdir()
+    (data / "case_000.b2nd").write_bytes(b"")  # initialize() only looks at the file type
+    path = tmp_path / "research.pth"
+    torch.save({"state_dict": unetr(out_ch=3).state_dict(), "args": argparse.Namespace(lr=1e-4)}, path)
+    cmd = [bin_path("nnUNetv2_train"), "999", "3d_fullres", "all", "-tr", trainer, "-p", "nnUNetPlans_UNETR_tiny",
+           "-device", "cpu", "-pretrained_weights", str(path)]
+    proc = subprocess.run(cmd, env=dict(nnunet_env, HIPPO_PEFT_TRUST_PICKLE="1"), capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)
+    [log] = Path(nnunet_env["nnUNet_results"]).rglob("training_log*.txt")
+    for text in (log.read_text(), proc.stdout):
+        assert text.count("HIPPO_PEFT_TRUST_PICKLE=1: ") == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert text.count(f"WARNING: hippo_peft: unpickling {path} without the allow-list (argparse.Namespace)") == 1
+        assert text.count(f"Loaded pre-trained weights from {path}") == 1 and "100.0 %" in text
+    assert "unpickling" not in proc.stderr

@@ -4,10 +4,10 @@ nnU-Net finds them through the shim in ``hippo_peft/nnunet_ext`` (``hippo-peft e
 ``hippo-peft install-shim``; the classes themselves live here, one file per backbone with one ``class`` statement
 per trainer name, so that nnU-Net's spawned workers can import them and ``grep`` finds them.
 """
+from hippo_peft.errors import InputError
 from hippo_peft.trainers import nnUNetTrainer_SwinUNETR as _swin
 from hippo_peft.trainers import nnUNetTrainer_UNETR as _unetr
-from hippo_peft.trainers.adapted import (nnUNetTrainer_AdapterBase, schedule_suffix,  # noqa: F401
-                                         trainer_for_config, trainer_with_setting)
+from hippo_peft.trainers.adapted import nnUNetTrainer_AdapterBase, schedule_suffix  # noqa: F401
 from hippo_peft.trainers.base import Schedule, nnUNetTrainer_TransformerBase  # noqa: F401
 from hippo_peft.trainers.nnUNetTrainer_SwinUNETR import *  # noqa: F401,F403
 from hippo_peft.trainers.nnUNetTrainer_UNETR import *  # noqa: F401,F403
@@ -27,7 +27,7 @@ def method_suffix(method: str) -> str:
         if method in spec.settings:
             return spec.trainer_suffix + ("_Strict" if method.endswith(STRICT) else "")
     known = [m for spec in method_specs() for m in spec.settings] + ["full"]
-    raise ValueError(f"Unknown method '{method}'. Choose one of: {', '.join(known)}.")
+    raise InputError(f"Unknown method '{method}'. Choose one of: {', '.join(known)}.")
 
 
 def trainer_name(arch: str, method: str, schedule: str = "") -> str:
@@ -35,7 +35,7 @@ def trainer_name(arch: str, method: str, schedule: str = "") -> str:
     from hippo_peft.networks import get_arch
     suffix = method_suffix(method)
     if schedule not in SCHEDULES:
-        raise ValueError(f"Unknown schedule '{schedule}'; use '', 'short' or 'smoke'.")
+        raise InputError(f"Unknown schedule '{schedule}'; use '', 'short' or 'smoke'.")
     return "_".join(p for p in (get_arch(arch).trainer, suffix, schedule) if p)
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from hippo_peft import adapters
 from hippo_peft.atomic import atomic_file
+from hippo_peft.errors import RefusedError
 from hippo_peft.nnunet.checkpoint import CHECKPOINT_KEY
 from hippo_peft.safe_load import load_weights_file, trust_from_env
 from hippo_peft.trainers.base import Schedule, nnUNetTrainer_TransformerBase
@@ -104,7 +105,8 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
         base = nnUNetTrainer_TransformerBase.build_network_architecture(
             self.plans_manager, self.configuration_manager, self.num_input_channels,
             self.label_manager.num_segmentation_heads, False).to(self.device)
-        report = load_pretrained(base, fname, self.num_input_channels, log=self.print_to_log_file)
+        with self.library_logs():
+            report = load_pretrained(base, fname, self.num_input_channels, log=self.print_to_log_file)
         save_json(report.to_dict(), join(self.output_folder, "pretrained_weights_report.json"), sort_keys=False)
         adapters.inject(base, self.adapter_config())
         self.plain_network.load_state_dict(base.state_dict())
@@ -138,81 +140,32 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
     def load_checkpoint(self, filename_or_checkpoint):
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):
-            checkpoint = load_weights_file(checkpoint, trust_from_env())
+            with self.library_logs():
+                checkpoint = load_weights_file(checkpoint, trust_from_env())
         record = checkpoint.get(CHECKPOINT_KEY, {})
+        if "optimizer_groups" not in record:
+            raise RefusedError(f"This checkpoint ({checkpoint.get('trainer_name')}) has no hippo_peft adapter record "
+                               f"with optimizer groups: it was written by another trainer or another hippo_peft "
+                               f"version, and {type(self).__name__} cannot continue it. Start a new training.")
         recorded = record.get("config")
-        if recorded is not None:
-            recorded = adapters.config_from_dict(recorded).to_dict()  # names of before 0.2 read as now
-        if recorded is not None and recorded != self.adapter_config().to_dict():
-            fits = trainer_with_setting(type(self), recorded)
-            if fits:
-                folder = self.output_folder_base.replace(f"{type(self).__name__}__", f"{fits}__")
-                hint = (f"To continue it with the trainer of that setting, move {self.output_folder_base} to "
-                        f"{folder} and run nnUNetv2_train with -tr {fits} --c")
-            else:
-                hint = "Continue it with the trainer that wrote it"
-            before = (" It was written before hippo_peft 0.2, when the method trainers trained adapter + head and "
-                      "DecoderOnly every CNN part; since 0.2 the method trainers also train the CNN decoder blocks "
-                      "(the papers' setting) and DecoderOnly trains decoder blocks + head."
-                      if "optimizer_groups" not in record else "")
-            raise RuntimeError(f"This checkpoint ({checkpoint.get('trainer_name')}) was trained with adapter "
-                               f"{recorded}, but {type(self).__name__} uses {self.adapter_config().to_dict()}.{before} "
-                               f"{hint}, or start a new training.")
+        try:
+            recorded = adapters.config_from_dict(recorded).to_dict()
+        except (TypeError, ValueError, KeyError, AttributeError):
+            pass  # unreadable: differs from ours below
+        if recorded != self.adapter_config().to_dict():
+            raise RefusedError(f"This checkpoint ({checkpoint.get('trainer_name')}) was trained with adapter "
+                               f"{recorded}, but {type(self).__name__} uses {self.adapter_config().to_dict()}. "
+                               f"Continue it with the trainer that wrote it, or start a new training.")
         if not self.was_initialized:
             self.initialize()  # before restoring the record: initialize() fingerprints the fresh network
         self.pretrained_loaded = record.get("pretrained_weights_loaded", True)
         self.base_fingerprint = record.get("base_fingerprint")
-        old_groups = len(checkpoint["optimizer_state"]["param_groups"])
-        if old_groups != len(self.optimizer.param_groups):
-            if old_groups != 1 or "optimizer_groups" in record:
-                raise RuntimeError(f"{checkpoint.get('trainer_name')}'s optimizer has {old_groups} parameter groups, "
-                                   f"{type(self).__name__}'s has {len(self.optimizer.param_groups)}; continue it "
-                                   f"with the trainer that wrote it.")
-            # Written before hippo_peft 0.2 (one group): give each tensor's Adam state to its group now.
-            self.print_to_log_file("hippo_peft: optimizer state of a one-group checkpoint split into the groups "
-                                   + ", ".join(g["name"] for g in self.optimizer.param_groups))
-            original = self.optimizer.load_state_dict
-            self.optimizer.load_state_dict = lambda state: original(self._regroup_optimizer_state(state))
-        try:
-            # nnU-Net's load_checkpoint only handles a file name correctly
-            return super().load_checkpoint(filename_or_checkpoint)
-        finally:
-            self.optimizer.__dict__.pop("load_state_dict", None)
-
-    def _regroup_optimizer_state(self, state: dict) -> dict:
-        """A one-group optimizer state (tensors in ``network.parameters()`` order) in our group layout."""
-        order = {id(p): i for i, p in enumerate(p for p in self.network.parameters() if p.requires_grad)}
-        ours = self.optimizer.state_dict()
-        if len(state["param_groups"][0]["params"]) != len(order):
-            raise RuntimeError("the checkpoint's optimizer holds another number of tensors than this trainer "
-                               "trains; continue it with the trainer that wrote it.")
-        new_state, new_groups, j = {}, [], 0
-        for group, our_group in zip(self.optimizer.param_groups, ours["param_groups"]):
-            indices = []
-            for p in group["params"]:
-                if order[id(p)] in state["state"]:
-                    new_state[j] = state["state"][order[id(p)]]
-                indices.append(j)
-                j += 1
-            new_groups.append({**state["param_groups"][0], **{k: our_group[k] for k in
-                                                              ("lr", "initial_lr", "weight_decay", "name")
-                                                              if k in our_group}, "params": indices})
-        return {"state": new_state, "param_groups": new_groups}
-
-
-def trainer_for_config(arch: str, config: dict) -> str | None:
-    """The name of our written-out trainer for ``arch`` whose adapter config is ``config`` (None if none is); a
-    config recorded before hippo_peft 0.2 finds the trainer that has its setting now."""
-    from hippo_peft import trainers
-    try:
-        config = adapters.config_from_dict(config).to_dict()
-    except ValueError:
-        return None
-    for name in trainers.ADAPTER_TRAINERS:
-        cls = getattr(trainers, name)
-        if cls.arch == arch and name == cls.core_name() and cls.adapter_config().to_dict() == config:
-            return name
-    return None
+        groups = len(checkpoint["optimizer_state"]["param_groups"])
+        if groups != len(self.optimizer.param_groups):
+            raise RefusedError(f"{checkpoint.get('trainer_name')}'s optimizer has {groups} parameter groups, "
+                               f"{type(self).__name__}'s has {len(self.optimizer.param_groups)}; continue it with "
+                               f"the trainer that wrote it.")
+        return super().load_checkpoint(filename_or_checkpoint)  # nnU-Net's only handles a file name correctly
 
 
 def schedule_suffix(cls: type) -> str:
@@ -220,12 +173,4 @@ def schedule_suffix(cls: type) -> str:
     return cls.__name__[len(cls.core_name()):]
 
 
-def trainer_with_setting(cls: type, config: dict) -> str | None:
-    """``cls``'s backbone and schedule with the setting ``config`` records: ``..._LoRAPT_Strict_short`` for what
-    ``..._LoRAPT_short`` trained before hippo_peft 0.2 (None if no trainer has that setting)."""
-    fits = trainer_for_config(cls.arch, config)
-    return fits + schedule_suffix(cls) if fits else None
-
-
-__all__ = ["nnUNetTrainer_AdapterBase", "Schedule", "CHECKPOINT_KEY", "trainer_for_config", "schedule_suffix",
-           "trainer_with_setting"]
+__all__ = ["nnUNetTrainer_AdapterBase", "Schedule", "CHECKPOINT_KEY", "schedule_suffix"]

@@ -3,6 +3,8 @@ warm-up + poly schedule, the tolerant pre-trained loader, and checks that turn n
 early, actionable errors. Concrete trainers only say which backbone and which schedule."""
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +15,7 @@ from torch import nn
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from hippo_peft.errors import RefusedError
 from hippo_peft.networks import build_network
 from hippo_peft.nnunet.plans import adapt_plans_for_trainer
 from hippo_peft.nnunet.schedule import WarmupPolyLRScheduler
@@ -33,6 +36,22 @@ class Schedule:
 # Two epochs so that a checkpoint_latest.pth exists mid-run (what `nnUNetv2_train --c` resumes from).
 SMOKE = Schedule(num_epochs=2, iterations_per_epoch=2, val_iterations_per_epoch=1, save_every=1)
 SHORT = Schedule(num_epochs=20, iterations_per_epoch=25, val_iterations_per_epoch=2, save_every=5)
+
+
+class _ToTrainerLog(logging.Handler):
+    """Hands ``hippo_peft`` log records to a trainer's ``print_to_log_file`` (nnU-Net's log file and console)."""
+
+    def __init__(self, trainer: "nnUNetTrainer"):
+        super().__init__(logging.INFO)
+        self.trainer = trainer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            self.trainer.print_to_log_file(message if record.levelno < logging.WARNING
+                                           else f"{record.levelname}: {message}")
+        except Exception:  # noqa: BLE001 - logging's own convention: report, never raise into the caller
+            self.handleError(record)
 
 
 def route_pretrained_weights(trainer: "nnUNetTrainer_TransformerBase") -> None:
@@ -128,8 +147,27 @@ class nnUNetTrainer_TransformerBase(nnUNetTrainer):
         super().initialize()
         route_pretrained_weights(self)
 
+    @contextmanager
+    def library_logs(self):
+        """While library code runs for this trainer, its ``hippo_peft`` log records (e.g. the unpickling warning of
+        :mod:`hippo_peft.safe_load`) go to nnU-Net's log file and console, once: ``nnUNetv2_train`` configures no
+        logging, and the records do not propagate to other handlers meanwhile."""
+        logger = logging.getLogger("hippo_peft")
+        handler, saved = _ToTrainerLog(self), (logger.level, logger.propagate)
+        logger.addHandler(handler)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+        logger.propagate = False
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(saved[0])
+            logger.propagate = saved[1]
+
     def load_pretrained_weights(self, fname: str):
-        report = load_pretrained(self.plain_network, fname, self.num_input_channels, log=self.print_to_log_file)
+        with self.library_logs():
+            report = load_pretrained(self.plain_network, fname, self.num_input_channels, log=self.print_to_log_file)
         save_json(report.to_dict(), join(self.output_folder, "pretrained_weights_report.json"), sort_keys=False)
         return report
 
@@ -137,7 +175,7 @@ class nnUNetTrainer_TransformerBase(nnUNetTrainer):
         if self.fold != "all" and not isfile(join(self.preprocessed_dataset_folder_base, "splits_final.json")):
             cases = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
             if len(cases) < 5:
-                raise RuntimeError(
+                raise RefusedError(
                     f"{self.plans_manager.dataset_name} has {len(cases)} training cases, fewer than nnU-Net's 5 "
                     f"cross-validation folds, so fold {self.fold} cannot be made. Train on all cases with fold `all` "
                     f"(nnUNetv2_train ... all), or write your own splits to "

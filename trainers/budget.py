@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from hippo_peft.errors import InputError
+
 RATE = r"\d+(?:\.\d+)?e-?\d+"  # as written by format_rate: 3e-4, 2.5e-3
 BUDGET_PATTERN = re.compile(
     rf"^(?P<base>nnUNetTrainer\w*?)_(?P<n>\d+)it(?:_lr(?P<lr>{RATE}))?(?:_dlr(?P<dlr>{RATE}))?$")
@@ -34,7 +36,7 @@ _CACHE: dict[str, type] = {}
 def format_rate(rate: float) -> str:
     """The one spelling of a rate in trainer and run names: 0.0003 -> '3e-4', 0.0025 -> '2.5e-3'."""
     if not rate > 0:
-        raise ValueError(f"A learning rate must be > 0, got {rate}.")
+        raise InputError(f"A learning rate must be > 0, got {rate}.")
     mantissa, exponent = f"{rate:.6e}".split("e")
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
@@ -43,7 +45,7 @@ def split_budget(iterations: int) -> tuple[int, int]:
     """(epochs, iterations per epoch) with epochs x per-epoch == iterations exactly and at least 2 epochs (nnU-Net
     decays the learning rate per epoch, and 2 epochs leave a mid-run checkpoint); 25 per epoch when possible."""
     if iterations < 2:
-        raise ValueError(f"An iteration budget needs at least 2 iterations, got {iterations}.")
+        raise InputError(f"An iteration budget needs at least 2 iterations, got {iterations}.")
     per_epoch = next(d for d in (25, 20, 10, 5, 2, 1) if iterations % d == 0 and iterations // d >= 2)
     return iterations // per_epoch, per_epoch
 

@@ -59,7 +59,7 @@ class nnUNetTrainer_SwinUNETR_LoRAPT_smoke(nnUNetTrainer_SwinUNETR_LoRAPT):
 
 class nnUNetTrainer_SwinUNETR_LoRAPT_Strict(nnUNetTrainer_SwinUNETR_LoRAPT):
     """Strict setting: only the method's tensors and the head train, the CNN decoder stays frozen, so every change must
-    pass through the transformer (the default before hippo_peft 0.2)."""
+    pass through the transformer."""
 
     train_extra = "head"
 
@@ -97,7 +97,7 @@ class nnUNetTrainer_SwinUNETR_HyPS_smoke(nnUNetTrainer_SwinUNETR_HyPS):
 
 class nnUNetTrainer_SwinUNETR_HyPS_Strict(nnUNetTrainer_SwinUNETR_HyPS):
     """Strict setting: only the method's tensors and the head train, the CNN decoder stays frozen, so every change must
-    pass through the transformer (the default before hippo_peft 0.2)."""
+    pass through the transformer."""
 
     train_extra = "head"
 
@@ -135,7 +135,7 @@ class nnUNetTrainer_SwinUNETR_PDoRA_smoke(nnUNetTrainer_SwinUNETR_PDoRA):
 
 class nnUNetTrainer_SwinUNETR_PDoRA_Strict(nnUNetTrainer_SwinUNETR_PDoRA):
     """Strict setting: only the method's tensors and the head train, the CNN decoder stays frozen, so every change must
-    pass through the transformer (the default before hippo_peft 0.2)."""
+    pass through the transformer."""
 
     train_extra = "head"
 
@@ -173,7 +173,7 @@ class nnUNetTrainer_SwinUNETR_LoRA_smoke(nnUNetTrainer_SwinUNETR_LoRA):
 
 class nnUNetTrainer_SwinUNETR_LoRA_Strict(nnUNetTrainer_SwinUNETR_LoRA):
     """Strict setting: only the method's tensors and the head train, the CNN decoder stays frozen, so every change must
-    pass through the transformer (the default before hippo_peft 0.2)."""
+    pass through the transformer."""
 
     train_extra = "head"
 
@@ -211,7 +211,7 @@ class nnUNetTrainer_SwinUNETR_DoRA_smoke(nnUNetTrainer_SwinUNETR_DoRA):
 
 class nnUNetTrainer_SwinUNETR_DoRA_Strict(nnUNetTrainer_SwinUNETR_DoRA):
     """Strict setting: only the method's tensors and the head train, the CNN decoder stays frozen, so every change must
-    pass through the transformer (the default before hippo_peft 0.2)."""
+    pass through the transformer."""
 
     train_extra = "head"
 
@@ -249,7 +249,7 @@ class nnUNetTrainer_SwinUNETR_PiSSA_smoke(nnUNetTrainer_SwinUNETR_PiSSA):
 
 class nnUNetTrainer_SwinUNETR_PiSSA_Strict(nnUNetTrainer_SwinUNETR_PiSSA):
     """Strict setting: only the method's tensors and the head train, the CNN decoder stays frozen, so every change must
-    pass through the transformer (the default before hippo_peft 0.2)."""
+    pass through the transformer."""
 
     train_extra = "head"
 
@@ -307,8 +307,7 @@ class nnUNetTrainer_SwinUNETR_DecoderOnly_smoke(nnUNetTrainer_SwinUNETR_DecoderO
 
 # --- CNN only ---
 class nnUNetTrainer_SwinUNETR_CNNOnly(nnUNetTrainer_SwinUNETR_Adapter):
-    """Every CNN part trains (skip encoders, decoder blocks, head); the transformer stays frozen. What DecoderOnly
-    trained before hippo_peft 0.2."""
+    """Every CNN part trains (skip encoders, decoder blocks, head); the transformer stays frozen."""
 
     method = "cnnonly"
 

@@ -58,7 +58,7 @@ class nnUNetTrainer_UNETR_LoRAPT_smoke(nnUNetTrainer_UNETR_LoRAPT):
 
 class nnUNetTrainer_UNETR_LoRAPT_Strict(nnUNetTrainer_UNETR_LoRAPT):
     """Strict setting: only the method's tensors and the head train, the CNN decoder stays frozen, so every change must
-    pass through the transformer (the default before hippo_peft 0.2)."""
+    pass through the transformer."""
 
     train_extra = "head"
 
@@ -96,7 +96,7 @@ class nnUNetTrainer_UNETR_HyPS_smoke(nnUNetTrainer_UNETR_HyPS):
 
 class nnUNetTrainer_UNETR_HyPS_Strict(nnUNetTrainer_UNETR_HyPS):
     """Strict setting: only the method's tensors and the head train, the CNN decoder stays frozen, so every change must
-    pass through the transformer (the default before hippo_peft 0.2)."""
+    pass through the transformer."""
 
     train_extra = "head"
 
@@ -134,7 +134,7 @@ class nnUNetTrainer_UNETR_PDoRA_smoke(nnUNetTrainer_UNETR_PDoRA):
 
 class nnUNetTrainer_UNETR_PDoRA_Strict(nnUNetTrainer_UNETR_PDoRA):
     """Strict setting: only the method's tensors and the head train, the CNN decoder stays frozen, so every change must
-    pass through the transformer (the default before hippo_peft 0.2)."""
+    pass through the transformer."""
 
     train_extra = "head"
 
@@ -172,7 +172,7 @@ class nnUNetTrainer_UNETR_LoRA_smoke(nnUNetTrainer_UNETR_LoRA):
 
 class nnUNetTrainer_UNETR_LoRA_Strict(nnUNetTrainer_UNETR_LoRA):
     """Strict setting: only the method's tensors and the head train, the CNN decoder stays frozen, so every change must
-    pass through the transformer (the default before hippo_peft 0.2)."""
+    pass through the transformer."""
 
     train_extra = "head"
 
@@ -210,7 +210,7 @@ class nnUNetTrainer_UNETR_DoRA_smoke(nnUNetTrainer_UNETR_DoRA):
 
 class nnUNetTrainer_UNETR_DoRA_Strict(nnUNetTrainer_UNETR_DoRA):
     """Strict setting: only the method's tensors and the head train, the CNN decoder stays frozen, so every change must
-    pass through the transformer (the default before hippo_peft 0.2)."""
+    pass through the transformer."""
 
     train_extra = "head"
 
@@ -248,7 +248,7 @@ class nnUNetTrainer_UNETR_PiSSA_smoke(nnUNetTrainer_UNETR_PiSSA):
 
 class nnUNetTrainer_UNETR_PiSSA_Strict(nnUNetTrainer_UNETR_PiSSA):
     """Strict setting: only the method's tensors and the head train, the CNN decoder stays frozen, so every change must
-    pass through the transformer (the default before hippo_peft 0.2)."""
+    pass through the transformer."""
 
     train_extra = "head"
 
@@ -306,8 +306,7 @@ class nnUNetTrainer_UNETR_DecoderOnly_smoke(nnUNetTrainer_UNETR_DecoderOnly):
 
 # --- CNN only ---
 class nnUNetTrainer_UNETR_CNNOnly(nnUNetTrainer_UNETR_Adapter):
-    """Every CNN part trains (skip encoders, decoder blocks, head); the transformer stays frozen. What DecoderOnly
-    trained before hippo_peft 0.2."""
+    """Every CNN part trains (skip encoders, decoder blocks, head); the transformer stays frozen."""
 
     method = "cnnonly"
 

@@ -18,6 +18,5 @@ SPECS = (
                        "no adapter: against it, 'adapter + decoder' measures what the adapter adds."),
     MethodSpec("cnnonly", CNNOnlyConfig, "CNN only", "CNNOnly", injector=inject_nothing, baseline=True,
                in_default_benchmark=False,
-               summary="Every CNN part trains (skip encoders, decoder blocks, head); the transformer stays frozen. "
-                       "What DecoderOnly trained before hippo_peft 0.2."),
+               summary="Every CNN part trains (skip encoders, decoder blocks, head); the transformer stays frozen."),
 )

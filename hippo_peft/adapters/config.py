@@ -9,6 +9,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar, Dict, Type
 
+from hippo_peft.errors import InputError
+
 TRAIN_EXTRA = ("none", "head", "decoder_head", "decoder")
 NORM_AXES = ("output", "input")
 TARGET_GROUPS = ("all", "attn", "mlp")
@@ -16,7 +18,7 @@ TARGET_GROUPS = ("all", "attn", "mlp")
 
 def _check_choice(method: str, name: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(f"{method}: {name} must be one of {', '.join(choices)}; got {value!r}.")
+        raise InputError(f"{method}: {name} must be one of {', '.join(choices)}; got {value!r}.")
 
 
 def _help(text: str, default, **kw):
@@ -43,13 +45,13 @@ class AdapterConfig:
 
     def validate(self) -> None:
         if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
-            raise ValueError(f"{self.method}: rank must be a positive integer, got {self.rank!r}.")
+            raise InputError(f"{self.method}: rank must be a positive integer, got {self.rank!r}.")
         _check_choice(self.method, "train_extra", self.train_extra, TRAIN_EXTRA)
         if self.targets not in TARGET_GROUPS:
             try:
                 re.compile(self.targets)
             except re.error as err:
-                raise ValueError(f"{self.method}: targets {self.targets!r} is neither one of "
+                raise InputError(f"{self.method}: targets {self.targets!r} is neither one of "
                                  f"{', '.join(TARGET_GROUPS)} nor a valid regular expression ({err}).") from None
 
     def to_dict(self) -> dict:
@@ -70,7 +72,7 @@ class LoRAConfig(AdapterConfig):
     def validate(self) -> None:
         super().validate()
         if not self.alpha > 0:
-            raise ValueError(f"{self.method}: alpha must be positive, got {self.alpha!r}.")
+            raise InputError(f"{self.method}: alpha must be positive, got {self.alpha!r}.")
 
     @property
     def scaling(self) -> float:
@@ -129,9 +131,9 @@ class HyPSConfig(AdapterConfig):
     def validate(self) -> None:
         super().validate()
         if not isinstance(self.bottleneck, int) or self.bottleneck < 1:
-            raise ValueError(f"hyps: bottleneck must be a positive integer, got {self.bottleneck!r}.")
+            raise InputError(f"hyps: bottleneck must be a positive integer, got {self.bottleneck!r}.")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"hyps: dropout must be in [0, 1), got {self.dropout!r}.")
+            raise InputError(f"hyps: dropout must be in [0, 1), got {self.dropout!r}.")
 
     @property
     def scale(self) -> float:
@@ -156,7 +158,7 @@ class HeadOnlyConfig(AdapterConfig):
     def validate(self) -> None:
         super().validate()
         if self.train_extra != "head":
-            raise ValueError("headonly trains exactly the head; use decoderonly for the decoder.")
+            raise InputError("headonly trains exactly the head; use decoderonly for the decoder.")
 
 
 @dataclass
@@ -169,20 +171,15 @@ class DecoderOnlyConfig(AdapterConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.train_extra == "decoder":
-            raise ValueError("decoderonly trains the decoder blocks and the head (train_extra 'decoder_head') since "
-                             "hippo_peft 0.2; a decoderonly file or checkpoint with train_extra 'decoder' (all CNN "
-                             "parts, skip encoders included) was written before: it is the 'cnnonly' baseline "
-                             "(nnUNetTrainer_<UNETR|SwinUNETR>_CNNOnly).")
         if self.train_extra != "decoder_head":
-            raise ValueError("decoderonly trains exactly the decoder blocks and the head; use headonly for the head "
+            raise InputError("decoderonly trains exactly the decoder blocks and the head; use headonly for the head "
                              "alone or cnnonly for every CNN part.")
 
 
 @dataclass
 class CNNOnlyConfig(AdapterConfig):
-    """Baseline: nothing injected; every parameter outside the transformer encoder trains (CNN skip encoders,
-    decoder blocks, head). What 'decoderonly' trained before hippo_peft 0.2."""
+    """Baseline: nothing injected; every parameter outside the transformer encoder trains (the CNN skip encoders,
+    decoder blocks and head); the transformer stays frozen."""
 
     method: ClassVar[str] = "cnnonly"
     train_extra: str = _help("Fixed to 'decoder' (everything outside the transformer encoder) for this baseline.",
@@ -191,7 +188,7 @@ class CNNOnlyConfig(AdapterConfig):
     def validate(self) -> None:
         super().validate()
         if self.train_extra != "decoder":
-            raise ValueError("cnnonly trains every CNN part (train_extra 'decoder'); use decoderonly for the decoder "
+            raise InputError("cnnonly trains every CNN part (train_extra 'decoder'); use decoderonly for the decoder "
                              "blocks and the head only.")
 
 
@@ -203,19 +200,16 @@ def make_config(method: str, **kwargs) -> AdapterConfig:
     """A validated config for ``method`` (case-insensitive) with ``kwargs`` overriding its defaults."""
     key = method.lower().replace("-", "").replace("_", "")
     if key not in CONFIGS:
-        raise ValueError(f"Unknown adaptation method '{method}'. Choose one of: {', '.join(CONFIGS)}.")
+        raise InputError(f"Unknown adaptation method '{method}'. Choose one of: {', '.join(CONFIGS)}.")
     cls = CONFIGS[key]
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(kwargs) - known)
     if unknown:
-        raise ValueError(f"{key}: unknown option(s) {unknown}; its options are {sorted(known)}.")
+        raise InputError(f"{key}: unknown option(s) {unknown}; its options are {sorted(known)}.")
     return cls(**kwargs)
 
 
 def config_from_dict(d: dict) -> AdapterConfig:
-    """The config a checkpoint or adapter file recorded. One recorded before hippo_peft 0.2 as decoderonly with
-    train_extra 'decoder' (every CNN part) is what is now called cnnonly: read as that."""
+    """The config a checkpoint or adapter file recorded (``to_dict``'s output)."""
     d = dict(d)
-    if d.get("method") == "decoderonly" and d.get("train_extra") == "decoder":
-        d["method"] = "cnnonly"
     return make_config(d.pop("method"), **d)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hippo_peft.adapters.config import AdapterConfig
+from hippo_peft.errors import InputError
 
 
 @contextlib.contextmanager
@@ -43,7 +44,7 @@ def principal_split(weight: Tensor, rank: int, scaling: float = 1.0) -> Tuple[Te
     """
     out_f, in_f = weight.shape
     if rank > min(out_f, in_f):
-        raise ValueError(f"rank {rank} exceeds min(out, in) = {min(out_f, in_f)} of a {out_f} x {in_f} weight; "
+        raise InputError(f"rank {rank} exceeds min(out, in) = {min(out_f, in_f)} of a {out_f} x {in_f} weight; "
                          f"choose rank <= {min(out_f, in_f)} or restrict the targets.")
     w64 = weight.detach().to(torch.float64)
     u, s, vh = torch.linalg.svd(w64, full_matrices=False)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from hippo_peft.adapters.config import LoRAConfig
 from hippo_peft.adapters.core import AdaptedLinear, full_precision
 from hippo_peft.adapters.registry import MethodSpec
+from hippo_peft.errors import InputError
 
 
 class LoRALinear(AdaptedLinear):
@@ -22,7 +23,7 @@ class LoRALinear(AdaptedLinear):
     def __init__(self, linear: nn.Linear, rank: int, scaling: float, weight: Tensor | None = None):
         super().__init__(linear, weight)
         if rank > min(self.in_features, self.out_features):
-            raise ValueError(f"rank {rank} exceeds min(out, in) = {min(self.in_features, self.out_features)} of a "
+            raise InputError(f"rank {rank} exceeds min(out, in) = {min(self.in_features, self.out_features)} of a "
                              f"{self.out_features} x {self.in_features} linear; lower the rank.")
         self.scaling = float(scaling)
         device = self.weight.device

@@ -24,6 +24,7 @@ from hippo_peft.adapters.core import full_precision
 from hippo_peft.adapters.registry import MethodSpec
 from hippo_peft.adapters.targets import FUSED_QKV, find_targets
 from hippo_peft.adapters.tsvd import t_svd
+from hippo_peft.errors import InputError
 
 GROUPS_ATTR = "lorapt_tensors"
 
@@ -45,7 +46,7 @@ class PrincipalTensor(nn.Module):
         super().__init__()
         n1, n2, n3 = stacked.shape
         if rank > min(n1, n2):
-            raise ValueError(f"lorapt: tubal rank {rank} exceeds min(n1, n2) = {min(n1, n2)} of a stacked "
+            raise InputError(f"lorapt: tubal rank {rank} exceeds min(n1, n2) = {min(n1, n2)} of a stacked "
                              f"{n1} x {n2} x {n3} tensor; lower the rank.")
         u, s, v = t_svd(stacked, rank)
         self.U, self.S, self.V = nn.Parameter(u), nn.Parameter(s), nn.Parameter(v)

@@ -12,6 +12,7 @@ from hippo_peft.adapters.core import AdaptedLinear
 from hippo_peft.adapters.lorapt import GROUPS_ATTR, PrincipalTensor, TensorSliceLinear, remove_lorapt
 from hippo_peft.adapters.registry import INJECTORS, LAYERS
 from hippo_peft.adapters.targets import Backbone, backbone_of, find_targets
+from hippo_peft.errors import InputError, RefusedError
 
 CONFIG_ATTR = "hippo_peft_adapter"
 BASE_COUNT_ATTR = "hippo_peft_base_parameters"
@@ -70,6 +71,11 @@ class TrainableReport:
         return {"trainable": self.trainable, "total": self.total, "percent": self.percent}
 
 
+def _adapter_modules(model: nn.Module) -> List[str]:
+    """Names of the adapter layers / stacked tensors ``model`` holds (empty for a plain network)."""
+    return [n for n, m in model.named_modules() if isinstance(m, (AdaptedLinear, TensorSliceLinear, PrincipalTensor))]
+
+
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
@@ -78,25 +84,34 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 def inject(model: nn.Module, config: AdapterConfig) -> nn.Module:
     """Adapt ``model`` in place with ``config``'s method and return it.
 
-    Freezes everything, replaces the target linears (matrix methods) or stacks them into principal tensors
-    (LoRA-PT), then unfreezes ``config.train_extra``. Decompositions are taken from the weights the model holds
-    *now*: inject after loading the pre-trained weights.
+    Replaces the target linears (matrix methods) or stacks them into principal tensors (LoRA-PT), freezes
+    everything else, then unfreezes ``config.train_extra``. Decompositions are taken from the weights the model
+    holds *now*: inject after loading the pre-trained weights.
+
+    All or nothing (as HF peft): every target is checked and every replacement layer built before the network is
+    changed, so an error (a rank too large for one target, ...) leaves it exactly as it was -- same modules,
+    tensors and ``requires_grad`` flags -- and it can be injected again. Injectors (:class:`MethodSpec`
+    ``injector``) must likewise build everything before they change the network, as ``inject_lorapt`` does.
     """
-    if adapter_config(model) is not None:
-        raise RuntimeError(f"this network already carries a {adapter_config(model).method} adapter; merge() it or "
-                           f"build a fresh network before injecting another.")
+    carried, layers = adapter_config(model), _adapter_modules(model)
+    if carried is not None or layers:
+        what = f"a {carried.method} adapter" if carried is not None else \
+            f"adapter layers ({', '.join(layers[:3])}{', ...' if len(layers) > 3 else ''})"
+        raise RefusedError(f"this network already carries {what}; merge() it or build a fresh network before "
+                           f"injecting another.")
     backbone = backbone_of(model)
     base_count = sum(p.numel() for p in model.parameters())
     fingerprint = base_fingerprint(model, config)
-    model.requires_grad_(False)
     if config.method in LAYERS:
         layer_cls = LAYERS[config.method]
-        for name, linear in find_targets(model, config):
-            _replace(model, name, layer_cls.from_linear(linear, config))
+        replacements = [(name, layer_cls.from_linear(linear, config)) for name, linear in find_targets(model, config)]
+        for name, layer in replacements:
+            _replace(model, name, layer)
     elif config.method in INJECTORS:
         INJECTORS[config.method](model, config)
     else:
-        raise ValueError(f"no implementation registered for method '{config.method}'")
+        raise InputError(f"no implementation registered for method '{config.method}'")
+    model.requires_grad_(False)
     for module in model.modules():
         if isinstance(module, (AdaptedLinear, PrincipalTensor)):
             for pname in module.trainable_names:
@@ -163,21 +178,21 @@ def load_adapter_state_dict(model: nn.Module, state: Dict[str, Tensor]) -> None:
     params = _adapter_tensors(model)
     missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
     if missing or unexpected:
-        raise ValueError(f"adapter state does not fit this network: missing {missing[:5]}"
+        raise InputError(f"adapter state does not fit this network: missing {missing[:5]}"
                          f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
                          f"{' ...' if len(unexpected) > 5 else ''}. Was it trained with the same method, "
                          f"config and backbone preset?")
     bad = [n for n in params if params[n].shape != state[n].shape]
     if bad:
-        raise ValueError(f"adapter tensors of the wrong shape: "
+        raise InputError(f"adapter tensors of the wrong shape: "
                          f"{[(n, tuple(state[n].shape), tuple(params[n].shape)) for n in bad[:5]]}")
     bad = [n for n in params if state[n].dtype != params[n].dtype]
     if bad:
-        raise ValueError(f"adapter tensors of the wrong dtype: "
+        raise InputError(f"adapter tensors of the wrong dtype: "
                          f"{[(n, str(state[n].dtype), str(params[n].dtype)) for n in bad[:5]]}; the file was not "
                          f"written by export-adapter (or was altered). Export it again.")
     bad = [n for n in params if not torch.isfinite(state[n]).all()]
     if bad:
-        raise ValueError(f"adapter tensors with NaN or Inf: {bad[:5]}; the training that wrote them diverged.")
+        raise InputError(f"adapter tensors with NaN or Inf: {bad[:5]}; the training that wrote them diverged.")
     for n, p in params.items():
         p.copy_(state[n].to(p.device, p.dtype))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 from hippo_peft.adapters.config import CONFIGS, AdapterConfig
+from hippo_peft.errors import InputError
 
 STRICT = "-strict"  # benchmark / CLI token suffix of the strict setting: "lorapt-strict"
 
@@ -58,12 +59,12 @@ class MethodSpec:
         if not (isinstance(self.config, type) and issubclass(self.config, AdapterConfig)):
             raise TypeError(f"{self.name}: config must be an AdapterConfig subclass, got {self.config!r}.")
         if self.config.method != self.name:
-            raise ValueError(f"{self.name}: its config class {self.config.__name__} says method "
+            raise InputError(f"{self.name}: its config class {self.config.__name__} says method "
                              f"'{self.config.method}'; set `method: ClassVar[str] = '{self.name}'` there.")
         if (self.layer is None) == (self.injector is None):
-            raise ValueError(f"{self.name}: give exactly one of layer (an AdaptedLinear class) and injector.")
+            raise InputError(f"{self.name}: give exactly one of layer (an AdaptedLinear class) and injector.")
         if not self.trainer_suffix.isidentifier() or not self.name.isidentifier():
-            raise ValueError(f"{self.name}: name and trainer_suffix must be identifiers (they end up in class "
+            raise InputError(f"{self.name}: name and trainer_suffix must be identifiers (they end up in class "
                              f"names), got {self.name!r}, {self.trainer_suffix!r}.")
         if self.decoder_lr is None:
             object.__setattr__(self, "decoder_lr", self.lr)
@@ -84,11 +85,11 @@ INJECTORS: Dict[str, Callable] = {}
 def register_method(spec: MethodSpec) -> MethodSpec:
     """Make ``spec``'s method known everywhere. A name or trainer suffix can be registered once."""
     if spec.name in _METHODS:
-        raise ValueError(f"method '{spec.name}' is already registered ({_METHODS[spec.name]}); unregister_method "
+        raise InputError(f"method '{spec.name}' is already registered ({_METHODS[spec.name]}); unregister_method "
                          f"it first or choose another name.")
     clash = [s.name for s in _METHODS.values() if s.trainer_suffix == spec.trainer_suffix]
     if clash:
-        raise ValueError(f"{spec.name}: trainer suffix '{spec.trainer_suffix}' is taken by '{clash[0]}'.")
+        raise InputError(f"{spec.name}: trainer suffix '{spec.trainer_suffix}' is taken by '{clash[0]}'.")
     _METHODS[spec.name] = spec
     CONFIGS[spec.name] = spec.config
     (LAYERS if spec.layer is not None else INJECTORS)[spec.name] = spec.layer or spec.injector
@@ -104,7 +105,7 @@ def unregister_method(name: str) -> None:
 
 def get_method(name: str) -> MethodSpec:
     if name not in _METHODS:
-        raise ValueError(f"Unknown adaptation method '{name}'. Choose one of: {', '.join(_METHODS)}.")
+        raise InputError(f"Unknown adaptation method '{name}'. Choose one of: {', '.join(_METHODS)}.")
     return _METHODS[name]
 
 

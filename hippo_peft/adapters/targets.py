@@ -8,6 +8,7 @@ from typing import Dict, List, Tuple
 from torch import nn
 
 from hippo_peft.adapters.config import AdapterConfig
+from hippo_peft.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,6 @@ def find_targets(model: nn.Module, config: AdapterConfig) -> List[Tuple[str, nn.
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and pattern.fullmatch(n)]
     if not found:
         linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][:6]
-        raise ValueError(f"{config.method}: targets {config.targets!r} match no nn.Linear of this {backbone.name}; "
+        raise InputError(f"{config.method}: targets {config.targets!r} match no nn.Linear of this {backbone.name}; "
                          f"its linears are named like {linears}.")
     return found

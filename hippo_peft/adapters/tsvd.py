@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from hippo_peft.adapters.core import full_precision
+from hippo_peft.errors import InputError
 
 
 def t_product(a: Tensor, b: Tensor) -> Tensor:
@@ -66,7 +67,7 @@ def t_svd(a: Tensor, rank: int | None = None) -> Tuple[Tensor, Tensor, Tensor]:
     full = min(n1, n2)
     rank = full if rank is None else rank
     if not 1 <= rank <= full:
-        raise ValueError(f"tubal rank must be in 1..{full} for a {n1} x {n2} x {n3} tensor, got {rank}.")
+        raise InputError(f"tubal rank must be in 1..{full} for a {n1} x {n2} x {n3} tensor, got {rank}.")
     af = torch.fft.rfft(a.detach().to(torch.float64), dim=2).permute(2, 0, 1)  # (F, n1, n2)
     u, s, vh = torch.linalg.svd(af, full_matrices=False)
     u, s, v = u[:, :, :rank], s[:, :rank].to(u.dtype), vh[:, :rank, :].conj().transpose(1, 2)

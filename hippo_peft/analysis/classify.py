@@ -29,6 +29,7 @@ from hippo_peft.analysis.cohort import SEX_CODES, SYNTHETIC_MARK, Cohort, build_
 from hippo_peft.analysis.model import (MODELS, Classification, auc_by_ranks, bootstrap_ci, cross_validate,
                                        make_pipeline, permutation_test, run_classification)
 from hippo_peft.analysis.synthetic_cohort import write_synthetic_cohort
+from hippo_peft.errors import InputError
 
 __all__ = ["classify", "register", "OUTPUT_FILES", "SEX_CODES", "SYNTHETIC_MARK", "Cohort", "build_cohort",
            "parse_groups", "read_table", "MODELS", "Classification", "auc_by_ranks", "bootstrap_ci", "cross_validate",
@@ -44,7 +45,7 @@ def classify(volumes_csv, metadata_csv, target: str, groups, out_dir: str | Path
     """
     out_dir = Path(out_dir)
     if model not in MODELS:
-        raise ValueError(f"--model {model!r}: choose one of {', '.join(MODELS)}.")
+        raise InputError(f"--model {model!r}: choose one of {', '.join(MODELS)}.")
     if out_dir.exists() and not overwrite:  # fail before minutes of computation, not after
         check_out_dir(out_dir, overwrite)
     cohort = build_cohort(volumes_csv, metadata_csv, target, groups, folds=folds, **cohort_kwargs)
@@ -83,57 +84,73 @@ def register(subparsers) -> None:
     s = subparsers.add_parser(
         "classify", help="classify two groups (e.g. AD vs CN) from volumes + covariates: repeated stratified CV, "
                          "AUC with CI, permutation test, ROC / box plots, JSON",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("volumes_csv", help="CSV written by `hippo-peft volumes` (one row per case)")
+        description="Do hippocampal volumes separate two diagnostic groups (e.g. AD vs CN)? A\n"
+                    "scikit-learn pipeline (standardisation, then logistic regression, an RBF SVM or\n"
+                    "a random forest) over volumes from hippo-peft volumes plus chosen covariates\n"
+                    "from a metadata table (age, sex, intracranial volume), evaluated with repeated\n"
+                    "stratified k-fold cross-validation with a fixed seed. Reported: accuracy,\n"
+                    "balanced accuracy and ROC AUC (mean over repeats, 95 % bootstrap confidence\n"
+                    "interval over subjects, spread over repeats), the confusion matrix of the first\n"
+                    "repeat, and a permutation test of whether the AUC beats chance.\n\n"
+                    "Subjects are joined by id. Missing subjects, unknown groups, non-numeric values,\n"
+                    "duplicate ids and groups too small for the folds are errors that list the\n"
+                    "offenders; --allow-missing, --drop-other-groups and --exclude-flagged list\n"
+                    "every subject they exclude in the report. Nothing is dropped silently.\n\n"
+                    "To try it: hippo-peft synthetic-cohort OUT_DIR writes a SYNTHETIC cohort.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("volumes_csv", help="CSV written by hippo-peft volumes (one row per case)")
     s.add_argument("metadata_csv", help="CSV with one row per subject: id, target, covariates")
     s.add_argument("--target", required=True, help="metadata column with the group, e.g. diagnosis")
     s.add_argument("--groups", required=True, help="two groups, comma-separated, e.g. AD,CN; the first is the "
                                                    "positive class of the AUC. Values are case-sensitive")
-    s.add_argument("--id-column", default="subject", help="metadata id column (default subject)")
+    s.add_argument("--id-column", default="subject", help="metadata id column")
     s.add_argument("--volumes-id-column", default="case",
-                   help="volumes id column (default case); its values must equal the metadata ids")
+                   help="volumes id column; its values must equal the metadata ids")
     s.add_argument("--volume-columns", nargs="+", default=["total_mm3"], metavar="COL",
-                   help="volume features (default total_mm3; e.g. Anterior_mm3 Posterior_mm3 for per-label)")
+                   help="volume features, e.g. Anterior_mm3 Posterior_mm3 for one feature per label")
     s.add_argument("--covariates", nargs="*", default=[], metavar="COL",
                    help="metadata columns added as features, e.g. age sex icv (numeric; sex may be M/F/male/female "
                         "-> 1/0)")
-    s.add_argument("--sex-column", default="sex", help="the covariate coded M/F (default sex)")
+    s.add_argument("--sex-column", default="sex", help="the covariate coded M/F")
     s.add_argument("--icv-column", help="metadata column of intracranial volume: adds each volume / ICV feature")
     s.add_argument("--icv-normalised-only", action="store_true", help="with --icv-column: drop the raw volumes")
     s.add_argument("--model", default="logreg", choices=MODELS,
-                   help="logreg (default), svm (RBF, AUC from its decision function) or rf (random forest)")
-    s.add_argument("--folds", type=int, default=5, help="stratified folds (default 5)")
-    s.add_argument("--repeats", type=int, default=10, help="repeats of the k-fold split (default 10)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the splits, bootstrap and permutations (default 0)")
+                   help="logreg (logistic regression), svm (RBF, AUC from its decision function) or rf (random "
+                        "forest)")
+    s.add_argument("--folds", type=int, default=5, help="stratified folds")
+    s.add_argument("--repeats", type=int, default=10, help="repeats of the k-fold split")
+    s.add_argument("--seed", type=int, default=0, help="seed of the splits, bootstrap and permutations")
     s.add_argument("--permutations", type=int, default=200,
-                   help="label shuffles of the permutation test (default 200; 0 skips it)")
-    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
+                   help="label shuffles of the permutation test; 0 skips it")
+    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     s.add_argument("--alpha", type=float, default=0.05, help="significance level of the permutation test")
     s.add_argument("--allow-missing", action="store_true",
                    help="exclude subjects present in only one table (listed in the report) instead of failing")
     s.add_argument("--drop-other-groups", action="store_true",
                    help="exclude subjects whose target is not in --groups (listed) instead of failing")
     s.add_argument("--exclude-flagged", action="store_true",
-                   help="exclude cases with quality flags in the volumes CSV (listed); default: keep and list them")
+                   help="exclude cases with quality flags in the volumes CSV (listed); without it they are kept "
+                        "and listed")
     s.add_argument("-o", "--output", default="classification",
-                   help="output folder (default ./classification); must be new or empty unless --overwrite")
+                   help="output folder; must be new or empty unless --overwrite")
     s.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     s.set_defaults(func=_cmd_classify)
 
     s = subparsers.add_parser("synthetic-cohort",
                               help="write a SYNTHETIC volumes + metadata cohort (AD smaller, age-related atrophy; "
-                                   "not real data) to try `classify`",
-                              description="Write a SYNTHETIC cohort -- not data from any real subject -- to try "
-                                          "`hippo-peft classify`: synthetic_volumes.csv (case, file=SYNTHETIC, "
-                                          "Anterior_mm3, Posterior_mm3, total_mm3, n_components, flags), "
-                                          "synthetic_metadata.csv (subject, diagnosis, age, sex, icv, "
-                                          "data_source=SYNTHETIC) and README_SYNTHETIC.txt with the generative "
-                                          "model (AD volumes 18 % smaller, 0.4 % per year of age-related "
-                                          "atrophy, volume scaling with ICV). Fixed seed: the same files every "
-                                          "time.")
+                                   "not real data) to try classify",
+                              description="Write a SYNTHETIC cohort -- not data from any real subject -- to try\n"
+                                          "hippo-peft classify: synthetic_volumes.csv (case, file=SYNTHETIC,\n"
+                                          "Anterior_mm3, Posterior_mm3, total_mm3, n_components, flags),\n"
+                                          "synthetic_metadata.csv (subject, diagnosis, age, sex, icv,\n"
+                                          "data_source=SYNTHETIC) and README_SYNTHETIC.txt with the generative\n"
+                                          "model: volume proportional to ICV; 0.4 % smaller per year of age above\n"
+                                          "70 (larger below); smaller than CN by 18 % in AD (10 % in LMCI, 5 % in\n"
+                                          "EMCI); 7 % noise. The same seed writes the same files.",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("out_dir", help="folder to write the three files into")
-    s.add_argument("--n-per-group", type=int, default=60, help="subjects per diagnosis (default 60)")
+    s.add_argument("--n-per-group", type=int, default=60, help="subjects per diagnosis")
     s.add_argument("--include-mci", action="store_true", help="also EMCI and LMCI groups")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
     s.add_argument("--overwrite", action="store_true", help="replace existing files")
     s.set_defaults(func=_cmd_synthetic)

@@ -9,6 +9,7 @@ from hippo_peft.analysis.model import Classification
 from hippo_peft.analysis.plots import plot_roc, plot_volumes, prefix
 from hippo_peft.analysis.text import listing
 from hippo_peft.atomic import write_text
+from hippo_peft.errors import OutputExistsError
 
 OUTPUT_FILES = ("classification.json", "summary.md", "roc.png", "volumes_by_group.png")
 
@@ -64,10 +65,10 @@ def format_summary(report: dict) -> str:
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"-o {out_dir} exists and is not a folder.")
+        raise OutputExistsError(f"-o {out_dir} exists and is not a folder.")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"-o {out_dir} is not empty; pass --overwrite to replace "
-                              f"{', '.join(OUTPUT_FILES)} there, or choose a new folder.")
+        raise OutputExistsError(f"-o {out_dir} is not empty; pass --overwrite to replace "
+                                f"{', '.join(OUTPUT_FILES)} there, or choose a new folder.")
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:

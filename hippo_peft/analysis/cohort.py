@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hippo_peft.analysis.text import listing
+from hippo_peft.errors import InputError, MissingInputError
 
 SEX_CODES = {"f": 0.0, "female": 0.0, "m": 1.0, "male": 1.0, "0": 0.0, "1": 1.0}
 SYNTHETIC_MARK = "SYNTHETIC"
@@ -25,27 +26,27 @@ def read_table(path: str | Path, what: str) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist.")
+        raise MissingInputError(f"{what} {path} does not exist.")
     try:  # header=None: the header row is checked here, pandas would rename repeated names silently
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, header=None, encoding="utf-8-sig",
                           skip_blank_lines=True)
     except pd.errors.EmptyDataError:
-        raise ValueError(f"{what} {path} is empty.") from None
+        raise InputError(f"{what} {path} is empty.") from None
     except pd.errors.ParserError as err:  # a row longer than the header
         line = re.search(r"line (\d+)", str(err))
-        raise ValueError(f"{what} {path}: line {line[1] if line else '?'} has more fields than the header.") from None
+        raise InputError(f"{what} {path}: line {line[1] if line else '?'} has more fields than the header.") from None
     raw = raw[~(raw.fillna("").apply(lambda c: c.str.strip()) == "").all(axis=1)]  # rows of empty fields only
     if raw.empty:
-        raise ValueError(f"{what} {path} is empty.")
+        raise InputError(f"{what} {path} is empty.")
     header = [str(h).strip() for h in raw.iloc[0]]
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated or "" in header:
-        raise ValueError(f"{what} {path}: blank or repeated column names {repeated or ['<blank>']}.")
+        raise InputError(f"{what} {path}: blank or repeated column names {repeated or ['<blank>']}.")
     table = raw.iloc[1:].reset_index(drop=True)
     table.columns = header
     short = [str(i + 2) for i in np.flatnonzero(table.isna().any(axis=1))]  # pandas pads short rows with NaN
     if short:
-        raise ValueError(f"{what} {path}: line(s) {listing(short)} do not have {len(header)} fields like the "
+        raise InputError(f"{what} {path}: line(s) {listing(short)} do not have {len(header)} fields like the "
                          f"header.")
     return table.apply(lambda c: c.str.strip())
 
@@ -53,7 +54,7 @@ def read_table(path: str | Path, what: str) -> pd.DataFrame:
 def _require_columns(table: pd.DataFrame, wanted: list[str], what: str, path, hint: str = "") -> None:
     missing = [c for c in wanted if c not in table.columns]
     if missing:
-        raise ValueError(f"{what} {path} has no column(s) {', '.join(missing)} (it has: "
+        raise InputError(f"{what} {path} has no column(s) {', '.join(missing)} (it has: "
                          f"{', '.join(table.columns)}). {hint}".rstrip())
 
 
@@ -61,10 +62,10 @@ def _check_ids(table: pd.DataFrame, column: str, what: str, path) -> None:
     ids = table[column]
     blank = [str(i + 2) for i in np.flatnonzero(ids == "")]
     if blank:
-        raise ValueError(f"{what} {path}: empty {column!r} on line(s) {listing(blank)}.")
+        raise InputError(f"{what} {path}: empty {column!r} on line(s) {listing(blank)}.")
     dup = sorted(set(ids[ids.duplicated(keep=False)]))
     if dup:
-        raise ValueError(f"{what} {path}: duplicate id(s) in column {column!r}: {listing(dup)}. Each subject must "
+        raise InputError(f"{what} {path}: duplicate id(s) in column {column!r}: {listing(dup)}. Each subject must "
                          f"appear once.")
 
 
@@ -97,7 +98,7 @@ class Cohort:
 def parse_groups(groups: str | list[str]) -> tuple[str, str]:
     items = [g.strip() for g in (groups.split(",") if isinstance(groups, str) else groups) if g.strip()]
     if len(items) != 2 or items[0] == items[1]:
-        raise ValueError(f"--groups needs exactly two different groups, e.g. --groups AD,CN (got {groups!r}); the "
+        raise InputError(f"--groups needs exactly two different groups, e.g. --groups AD,CN (got {groups!r}); the "
                          f"first is the positive class of the AUC.")
     return items[0], items[1]
 
@@ -131,12 +132,12 @@ def build_cohort(volumes_csv: str | Path, metadata_csv: str | Path, target: str,
     """
     groups = parse_groups(groups)
     if folds < 2:
-        raise ValueError(f"--folds must be >= 2 (got {folds}).")
+        raise InputError(f"--folds must be >= 2 (got {folds}).")
     volume_columns, covariates = list(volume_columns), list(covariates)
     if not volume_columns:
-        raise ValueError("--volume-columns: give at least one volume column, e.g. total_mm3.")
+        raise InputError("--volume-columns: give at least one volume column, e.g. total_mm3.")
     if icv_normalised_only and not icv_column:
-        raise ValueError("--icv-normalised-only needs --icv-column.")
+        raise InputError("--icv-normalised-only needs --icv-column.")
     vol = read_table(volumes_csv, "volumes CSV")
     meta = read_table(metadata_csv, "metadata CSV")
     _require_columns(vol, [volumes_id_column], "volumes CSV", volumes_csv, "Set --volumes-id-column.")
@@ -189,7 +190,7 @@ def build_cohort(volumes_csv: str | Path, metadata_csv: str | Path, target: str,
 
     flagged_included = []
     if exclude_flagged and "v:flags" not in rows.columns:
-        raise ValueError(f"--exclude-flagged: the volumes CSV {volumes_csv} has no 'flags' column (write it with "
+        raise InputError(f"--exclude-flagged: the volumes CSV {volumes_csv} has no 'flags' column (write it with "
                          f"`hippo-peft volumes`), so there is nothing to exclude by; drop the option.")
     if "v:flags" in rows.columns:
         flagged = rows["v:flags"] != ""
@@ -216,7 +217,7 @@ def build_cohort(volumes_csv: str | Path, metadata_csv: str | Path, target: str,
         problems.append(f"{len(bad)} non-numeric, missing or invalid value(s) (volumes must be >= 0, ICV > 0, "
                         f"{sex_column!r} M/F/male/female/0/1): {listing(bad)}")
     if problems:
-        raise ValueError("cannot classify:\n  " + "\n  ".join(problems))
+        raise InputError("cannot classify:\n  " + "\n  ".join(problems))
 
     labels = rows[f"m:{target}"].tolist()
     counts = {g: labels.count(g) for g in groups}
@@ -225,7 +226,7 @@ def build_cohort(volumes_csv: str | Path, metadata_csv: str | Path, target: str,
         need = min(counts.values())
         hint = (f"use --folds {need} (or fewer) or add subjects" if need >= 2 else
                 "add subjects (each group needs at least 2)")
-        raise ValueError(f"group(s) {', '.join(f'{g} ({n} subject(s))' for g, n in small.items())} have fewer "
+        raise InputError(f"group(s) {', '.join(f'{g} ({n} subject(s))' for g, n in small.items())} have fewer "
                          f"subjects than --folds {folds} (counts after exclusions: "
                          f"{', '.join(f'{g} {n}' for g, n in counts.items())}); stratified {folds}-fold "
                          f"cross-validation needs >= {folds} per group: {hint}.")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hippo_peft.errors import InputError, MissingInputError
+
 
 _RESERVED = {"case", "file", "voxel_volume_mm3", "total", "removed", "flags"}
 
@@ -30,16 +32,16 @@ def parse_label_args(items: list[str]) -> dict[str, int]:
         try:
             v = int(value)
         except ValueError:
-            raise ValueError(f"--labels {item!r}: expected NAME=VALUE with an integer value, e.g. "
+            raise InputError(f"--labels {item!r}: expected NAME=VALUE with an integer value, e.g. "
                              f"--labels Anterior=1 Posterior=2") from None
         if v <= 0:
-            raise ValueError(f"--labels {item!r}: give foreground labels only (values > 0); 0 is background.")
+            raise InputError(f"--labels {item!r}: give foreground labels only (values > 0); 0 is background.")
         if not name:
-            raise ValueError(f"--labels {item!r}: the label name is empty.")
+            raise InputError(f"--labels {item!r}: the label name is empty.")
         if name in labels:
-            raise ValueError(f"--labels: the name {name!r} is given twice.")
+            raise InputError(f"--labels: the name {name!r} is given twice.")
         if v in labels.values():
-            raise ValueError(f"--labels: the value {v} is given twice.")
+            raise InputError(f"--labels: the value {v} is given twice.")
         labels[name] = v
     _check_label_names(labels, "--labels")
     return labels
@@ -48,10 +50,10 @@ def parse_label_args(items: list[str]) -> dict[str, int]:
 def _check_label_names(labels: dict[str, int], source: str) -> None:
     clash = sorted(n for n in labels if n.lower() in _RESERVED)
     if clash:
-        raise ValueError(f"{source}: label name(s) {', '.join(clash)} clash with CSV column names "
+        raise InputError(f"{source}: label name(s) {', '.join(clash)} clash with CSV column names "
                          f"({', '.join(sorted(_RESERVED))}); rename them with --labels NAME=VALUE.")
     if not labels:
-        raise ValueError(f"{source}: no foreground label; give them with --labels NAME=VALUE ...")
+        raise InputError(f"{source}: no foreground label; give them with --labels NAME=VALUE ...")
 
 
 def labels_from_dataset_json(dataset_json: dict, path: Path) -> dict[str, int]:
@@ -63,7 +65,7 @@ def labels_from_dataset_json(dataset_json: dict, path: Path) -> dict[str, int]:
     labels = {}
     for name, value in dataset_json.get("labels", {}).items():
         if isinstance(value, (list, tuple)):
-            raise ValueError(f"{path} defines region-based labels ({name}: {value}); the values written to disk "
+            raise InputError(f"{path} defines region-based labels ({name}: {value}); the values written to disk "
                              f"are not these regions. Give the label values with --labels NAME=VALUE ...")
         if int(value) != 0:
             labels[name] = int(value)
@@ -86,7 +88,7 @@ def _detect_ending(files: list[Path]) -> str:
             found.setdefault(match, []).append(f.name)
     if len(found) != 1:
         what = "; ".join(f"{e}: {len(v)} file(s)" for e, v in sorted(found.items())) or "none"
-        raise ValueError(f"cannot tell the file ending of the label maps (no dataset.json in the folder; endings "
+        raise InputError(f"cannot tell the file ending of the label maps (no dataset.json in the folder; endings "
                          f"found: {what}). Pass --file-ending, e.g. --file-ending .nii.gz")
     return next(iter(found))
 
@@ -108,10 +110,10 @@ def _reader_class(name: str | None, pred_dir: Path, file_ending: str, example: P
             rw = recursive_find_reader_writer_by_name(name)
         except RuntimeError:
             known = ", ".join(c.__name__ for c in LIST_OF_IO_CLASSES)
-            raise ValueError(f"{source} names the reader {name!r}, which nnU-Net does not have (known: {known}).") \
+            raise InputError(f"{source} names the reader {name!r}, which nnU-Net does not have (known: {known}).") \
                 from None
         if file_ending.lower() not in rw.supported_file_endings:
-            raise ValueError(f"{source}: {rw.__name__} reads {', '.join(rw.supported_file_endings)}, not "
+            raise InputError(f"{source}: {rw.__name__} reads {', '.join(rw.supported_file_endings)}, not "
                              f"{file_ending}; pass --reader or --file-ending.")
     else:
         source = "nnU-Net's registry, by file ending"
@@ -119,7 +121,7 @@ def _reader_class(name: str | None, pred_dir: Path, file_ending: str, example: P
         candidates = [c for c in LIST_OF_IO_CLASSES if c.__name__ != "NaturalImage2DIO"
                       and file_ending.lower() in c.supported_file_endings]
         if not candidates:
-            raise ValueError(f"no nnU-Net reader for 3D label maps reads {file_ending!r} "
+            raise InputError(f"no nnU-Net reader for 3D label maps reads {file_ending!r} "
                              f"(supported: {_supported_endings()}).")
         rw, failures = None, []
         for c in candidates:
@@ -130,9 +132,9 @@ def _reader_class(name: str | None, pred_dir: Path, file_ending: str, example: P
             except Exception as e:  # noqa: BLE001 -- try the next reader, as nnU-Net's registry does
                 failures.append(f"{c.__name__}: {type(e).__name__}: {e}")
         if rw is None:
-            raise ValueError(f"no nnU-Net reader can read {example} ({'; '.join(failures)}).")
+            raise InputError(f"no nnU-Net reader can read {example} ({'; '.join(failures)}).")
     if rw.__name__ == "NaturalImage2DIO":
-        raise ValueError(f"{rw.__name__} reads 2D images without physical spacing: volumes in mm³ are undefined. "
+        raise InputError(f"{rw.__name__} reads 2D images without physical spacing: volumes in mm³ are undefined. "
                          f"hippo-peft volumes needs 3D label maps.")
     return rw, source
 
@@ -159,7 +161,7 @@ def resolve_inputs(pred_dir: str | Path, file_ending: str | None = None, labels:
     """
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
-        raise FileNotFoundError(f"{pred_dir} is not a folder; give the folder with the predicted label maps "
+        raise MissingInputError(f"{pred_dir} is not a folder; give the folder with the predicted label maps "
                                 f"(the -o folder of nnUNetv2_predict).")
     dj_path = pred_dir / "dataset.json"
     dataset_json = json.loads(dj_path.read_text()) if dj_path.is_file() else None
@@ -168,18 +170,18 @@ def resolve_inputs(pred_dir: str | Path, file_ending: str | None = None, labels:
         file_ending = dataset_json["file_ending"] if dataset_json and "file_ending" in dataset_json \
             else _detect_ending(files)
     if not file_ending.startswith("."):
-        raise ValueError(f"--file-ending {file_ending!r} must start with a dot, e.g. .nii.gz")
+        raise InputError(f"--file-ending {file_ending!r} must start with a dot, e.g. .nii.gz")
     cases = [(p.name[: -len(file_ending)], p) for p in files if p.name.endswith(file_ending)]
     if not cases:
         present = ", ".join(sorted({"".join(p.suffixes) or p.name for p in files})) or "nothing"
-        raise FileNotFoundError(f"no label map ending in {file_ending} in {pred_dir} (found: {present}). "
+        raise MissingInputError(f"no label map ending in {file_ending} in {pred_dir} (found: {present}). "
                                 f"Check the folder, or pass --file-ending.")
     if labels:
         label_map, labels_source = parse_label_args(labels), "--labels"
     elif dataset_json is not None:
         label_map, labels_source = labels_from_dataset_json(dataset_json, dj_path), str(dj_path)
     else:
-        raise ValueError(f"no dataset.json in {pred_dir} to name the labels; pass --labels NAME=VALUE ..., e.g. "
+        raise InputError(f"no dataset.json in {pred_dir} to name the labels; pass --labels NAME=VALUE ..., e.g. "
                          f"--labels Anterior=1 Posterior=2")
     rw, reader_source = _reader_class(reader, pred_dir, file_ending, cases[0][1])
     return {"cases": cases, "reader": rw, "reader_source": reader_source, "labels": label_map,
@@ -197,27 +199,27 @@ def read_label_map(path: Path, reader_class) -> tuple[np.ndarray, tuple[float, .
     if reader_class.__name__ == "Tiff3DIO":
         aux = path.with_name(path.name[: -len(path.name.split(".")[-1]) - 1] + ".json")
         if not aux.is_file():
-            raise ValueError(f"{path.name}: no spacing file {aux.name} beside it; without it the voxel size is "
+            raise InputError(f"{path.name}: no spacing file {aux.name} beside it; without it the voxel size is "
                              f"unknown and volumes in mm³ would be made up.")
     from hippo_peft.image_check import check_complete
     check_complete(path)  # a cut-short file would read with zeros for the missing voxels
     try:
         seg, props = reader_class().read_seg(str(path))
     except Exception as e:  # noqa: BLE001 -- any reader failure becomes an error naming the file
-        raise ValueError(f"{path.name}: {reader_class.__name__} could not read it ({type(e).__name__}: {e})") \
+        raise InputError(f"{path.name}: {reader_class.__name__} could not read it ({type(e).__name__}: {e})") \
             from None
     seg = np.asarray(seg)
     if seg.ndim == 4 and seg.shape[0] == 1:
         seg = seg[0]
     spacing = tuple(abs(float(s)) for s in props["spacing"])
     if seg.ndim != 3 or len(spacing) != 3:
-        raise ValueError(f"{path.name}: not a single-channel 3D label map (array shape {seg.shape}).")
+        raise InputError(f"{path.name}: not a single-channel 3D label map (array shape {seg.shape}).")
     if seg.shape[0] == 1 and spacing[0] >= 999 * max(spacing[1:]):
-        raise ValueError(f"{path.name}: a 2D image (nnU-Net gives it a dummy spacing {spacing[0]:g}); volumes in "
+        raise InputError(f"{path.name}: a 2D image (nnU-Net gives it a dummy spacing {spacing[0]:g}); volumes in "
                          f"mm³ need 3D label maps.")
     if not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"{path.name}: invalid voxel spacing {spacing} in the header.")
+        raise InputError(f"{path.name}: invalid voxel spacing {spacing} in the header.")
     if not np.all(np.isfinite(seg)) or np.any(seg != np.round(seg)) or seg.min() < 0:
-        raise ValueError(f"{path.name}: not a label map (non-integer or negative values); give predicted "
+        raise InputError(f"{path.name}: not a label map (non-integer or negative values); give predicted "
                          f"segmentations, not probabilities or images.")
     return seg.astype(np.int64, copy=False), spacing

@@ -11,6 +11,8 @@ import warnings
 import numpy as np
 import torch
 
+from hippo_peft.errors import InputError
+
 
 def dice(reference: np.ndarray, prediction: np.ndarray) -> float:
     """nnU-Net's Dice: its evaluation's voxel counts, its formula and its convention (NaN when both are empty), so
@@ -46,10 +48,10 @@ def case_metrics(reference: np.ndarray, prediction: np.ndarray, spacing, regions
         regions: name -> label values that make the region (e.g. ``{"Anterior": (1,), "hippocampus": (1, 2)}``).
     """
     if reference.shape != prediction.shape:
-        raise ValueError(f"Reference shape {reference.shape} and prediction shape {prediction.shape} differ; "
+        raise InputError(f"Reference shape {reference.shape} and prediction shape {prediction.shape} differ; "
                          f"predictions must be in the reference's geometry (nnU-Net exports them that way).")
     if len(spacing) != reference.ndim:
-        raise ValueError(f"spacing {tuple(spacing)} has {len(spacing)} values for a {reference.ndim}-D image.")
+        raise InputError(f"spacing {tuple(spacing)} has {len(spacing)} values for a {reference.ndim}-D image.")
     voxel = float(np.prod(spacing))
     out = {}
     for name, labels in regions.items():

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hippo_peft.analysis.cohort import Cohort
+from hippo_peft.errors import InputError
 
 MODELS = ("logreg", "svm", "rf")
 
@@ -38,7 +39,7 @@ def make_pipeline(model: str = "logreg", seed: int = 0):
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
     if model not in MODELS:
-        raise ValueError(f"--model {model!r}: choose one of {', '.join(MODELS)}.")
+        raise InputError(f"--model {model!r}: choose one of {', '.join(MODELS)}.")
     clf = {"logreg": lambda: LogisticRegression(max_iter=5000),
            "svm": lambda: SVC(kernel="rbf", C=1.0, gamma="scale"),
            "rf": lambda: RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=1)}[model]()
@@ -73,7 +74,7 @@ def cross_validate(X: np.ndarray, y: np.ndarray, model: str = "logreg", folds: i
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
     from sklearn.model_selection import RepeatedStratifiedKFold
     if repeats < 1:
-        raise ValueError(f"--repeats must be >= 1 (got {repeats}).")
+        raise InputError(f"--repeats must be >= 1 (got {repeats}).")
     pipe = make_pipeline(model, seed)
     scores = np.full((repeats, len(y)), np.nan)
     pred = np.full((repeats, len(y)), -1)
@@ -139,11 +140,11 @@ def run_classification(cohort: Cohort, model: str = "logreg", folds: int = 5, re
                        n_permutations: int = 200, n_boot: int = 1000, alpha: float = 0.05) -> Classification:
     """Cross-validate, bootstrap and permutation-test ``cohort``: the JSON-ready report and the arrays behind it."""
     if n_permutations < 0 or n_boot < 0:
-        raise ValueError("--permutations and --bootstrap must be >= 0.")
+        raise InputError("--permutations and --bootstrap must be >= 0.")
     if not 0 < alpha < 1:
-        raise ValueError(f"--alpha must be in (0, 1) (got {alpha}).")
+        raise InputError(f"--alpha must be in (0, 1) (got {alpha}).")
     if n_permutations and (n_permutations + 1) * alpha < 1:
-        raise ValueError(f"--permutations {n_permutations} can never give p < {alpha:g} (smallest possible p is "
+        raise InputError(f"--permutations {n_permutations} can never give p < {alpha:g} (smallest possible p is "
                          f"1/{n_permutations + 1}); use >= {math.ceil(1 / alpha) - 1}, or 0 to skip the test.")
     from threadpoolctl import threadpool_limits
     # Hundreds of fits on a few features: multi-threaded BLAS only adds overhead (20x slower on a busy machine).

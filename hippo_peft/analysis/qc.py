@@ -28,6 +28,7 @@ import numpy as np
 from hippo_peft.analysis.label_maps import resolve_inputs
 from hippo_peft.analysis.text import line_listing, listing
 from hippo_peft.analysis.volumes import flag_rows, measure_label_map
+from hippo_peft.errors import InputError, MissingInputError, OutputExistsError
 
 SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")  # nnU-Net's readers and SimpleITK both read these
 
@@ -50,36 +51,36 @@ def check_output(output: Path, pred_dir: Path, overwrite: bool, keep: dict[str, 
             continue
         p = Path(path).resolve()
         if out == p or p in out.parents or out in p.parents:
-            raise ValueError(f"-o {output} would be, contain or lie inside {flag} ({path}); "
+            raise InputError(f"-o {output} would be, contain or lie inside {flag} ({path}); "
                              f"choose a QC folder apart from every input.")
     if output.exists() and not output.is_dir():
-        raise FileExistsError(f"-o {output} is a file; give a folder.")
+        raise OutputExistsError(f"-o {output} is a file; give a folder.")
     if output.is_dir() and any(output.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{output} exists and is not empty; pass --overwrite to replace it (the old folder "
-                                  f"is removed only once the new one is complete), or choose another -o.")
+            raise OutputExistsError(f"{output} exists and is not empty; pass --overwrite to replace it (the old folder "
+                                    f"is removed only once the new one is complete), or choose another -o.")
         if not (output / "qc.json").is_file():
-            raise FileExistsError(f"{output} is not a folder `hippo-peft qc` wrote (no qc.json in it): --overwrite "
-                                  f"replaces only those. Choose another -o.")
+            raise OutputExistsError(f"{output} is not a folder `hippo-peft qc` wrote (no qc.json in it): --overwrite "
+                                    f"replaces only those. Choose another -o.")
 
 
 def _volumes_table(path: Path, cases: list[str]) -> dict[str, dict]:
     """Rows of a ``hippo-peft volumes`` CSV by case; its cases must be exactly the prediction folder's."""
     import pandas as pd
     if not path.is_file():
-        raise FileNotFoundError(f"--volumes {path}: no such file; write it with `hippo-peft volumes PRED_DIR -o "
+        raise MissingInputError(f"--volumes {path}: no such file; write it with `hippo-peft volumes PRED_DIR -o "
                                 f"{path.name}` or leave --volumes out (the flags are then computed here).")
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing_cols = [c for c in ("case", "flags", "total_mm3") if c not in table.columns]
     if missing_cols:
-        raise ValueError(f"--volumes {path}: column(s) {', '.join(missing_cols)} missing; give a CSV written by "
+        raise InputError(f"--volumes {path}: column(s) {', '.join(missing_cols)} missing; give a CSV written by "
                          f"`hippo-peft volumes`.")
     dup = sorted(table["case"][table["case"].duplicated()].unique())
     if dup:
-        raise ValueError(f"--volumes {path}: case(s) listed twice: {listing(dup)}")
+        raise InputError(f"--volumes {path}: case(s) listed twice: {listing(dup)}")
     have, want = set(table["case"]), set(cases)
     if have != want:
-        raise ValueError(f"--volumes {path} does not describe this prediction folder: not in the CSV: "
+        raise InputError(f"--volumes {path} does not describe this prediction folder: not in the CSV: "
                          f"{listing(sorted(want - have)) or 'none'}; not in the folder: "
                          f"{listing(sorted(have - want)) or 'none'}. Run `hippo-peft volumes` on this folder.")
     volume_cols = [c for c in table.columns if c.endswith("_mm3") and c not in ("voxel_volume_mm3",)]
@@ -203,7 +204,7 @@ def draw_cases(jobs: list[dict], labels: dict[str, int], output: Path, settings:
     facts = _map(_inspect, jobs, processes, "qc: reading", progress)
     problems = [p for f in facts for p in f["problems"]]
     if problems:
-        raise ValueError(f"{len(problems)} problem(s) in {sum(bool(f['problems']) for f in facts)} case(s); nothing "
+        raise InputError(f"{len(problems)} problem(s) in {sum(bool(f['problems']) for f in facts)} case(s); nothing "
                          f"was drawn:\n  {line_listing(problems)}\nFix the files, or give the label list with --labels "
                          f"NAME=VALUE ...")
     rows = [{"case": j["key"], **f["row"]} for j, f in zip(jobs, facts)]
@@ -290,17 +291,17 @@ def run_qc(pred_dir: str | Path, images_dir: str | Path, output: str | Path = "q
     start = time.perf_counter()
     pred_dir, images_dir, output = Path(pred_dir), Path(images_dir), Path(output)
     if channel < 0:
-        raise ValueError(f"--channel {channel}: give a channel number >= 0 (nnU-Net's _0000 is 0).")
+        raise InputError(f"--channel {channel}: give a channel number >= 0 (nnU-Net's _0000 is 0).")
     if max_structures < 1 or not margin_mm >= 0:
-        raise ValueError("--max-structures must be >= 1 and --margin >= 0 mm.")
+        raise InputError("--max-structures must be >= 1 and --margin >= 0 mm.")
     found = resolve_inputs(pred_dir, file_ending, labels, reader=None)
     ending = found["file_ending"]
     if ending.lower() not in SITK_ENDINGS:
-        raise ValueError(f"qc reads images with SimpleITK to know their orientation; {ending} is not one of "
+        raise InputError(f"qc reads images with SimpleITK to know their orientation; {ending} is not one of "
                          f"{', '.join(SITK_ENDINGS)}. Convert the files (e.g. to .nii.gz) first.")
     for folder, flag in ((images_dir, "--images"), (reference_dir, "--reference")):
         if folder is not None and not Path(folder).is_dir():
-            raise FileNotFoundError(f"{flag} {folder} is not a folder.")
+            raise MissingInputError(f"{flag} {folder} is not a folder.")
     check_output(output, pred_dir, overwrite, {"--images": images_dir, "--reference": reference_dir,
                                                "--volumes": Path(volumes_csv) if volumes_csv else None})
     table = _volumes_table(Path(volumes_csv), [c for c, _ in found["cases"]]) if volumes_csv else None
@@ -316,7 +317,7 @@ def run_qc(pred_dir: str | Path, images_dir: str | Path, output: str | Path = "q
         jobs.append({"key": case, "case": case, "pred": str(path), "image": str(image) if image else None,
                      "ref": str(ref) if ref else None})
     if missing:
-        raise FileNotFoundError(f"{len(missing)} file(s) missing; nothing was drawn:\n  {line_listing(missing)}")
+        raise MissingInputError(f"{len(missing)} file(s) missing; nothing was drawn:\n  {line_listing(missing)}")
     settings = {"pred_dir": str(pred_dir.resolve()), "images_dir": str(images_dir.resolve()),
                 "reference_dir": str(Path(reference_dir).resolve()) if reference_dir else None,
                 "channel": channel, "labels": found["labels"], "labels_source": found["labels_source"],
@@ -342,29 +343,48 @@ def _cmd_qc(args) -> int:
 
 def register(subparsers) -> None:
     """Add the ``qc`` subcommand to hippo-peft's argparse subparsers."""
+    description = (
+        "Look before you measure: one overlay picture per predicted label map and one\n"
+        "page of them. For each label map in PRED_DIR and its image (IMAGES/<case>_0000\n"
+        "plus the file ending, nnU-Net's naming; --channel picks another channel): three\n"
+        "orthogonal slices through the centre of each connected structure, one colour per\n"
+        "label, in RAS orientation and physical proportions. OUTPUT/index.html shows\n"
+        "every case as a thumbnail: cases that could not be drawn first, then flagged\n"
+        "cases, each with its volumes and flags; with --reference the reference is drawn\n"
+        "beside the prediction and cases are ordered by Dice, worst first. The page is\n"
+        "one file; a click opens the full picture in OUTPUT/cases/.\n"
+        "\n"
+        "Flags are those of hippo-peft volumes (--volumes volumes.csv), or computed the\n"
+        "same way when not given.\n"
+        "\n"
+        "Refused before any picture is made (exit 2, every offender named): a missing\n"
+        "image or reference, an unreadable file, label values outside the label list.\n"
+        "Drawn as a placeholder stating the reason (the run goes on, exit 1 at the end):\n"
+        "an empty prediction, a prediction whose voxel grid differs from its image's (or\n"
+        "the reference's).")
     s = subparsers.add_parser("qc", help="overlay pictures of predicted label maps and one HTML page of them, "
-                                         "flagged cases first", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                                         "flagged cases first",
+                              description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("pred_dir", help="folder of label maps, e.g. the -o folder of nnUNetv2_predict")
     s.add_argument("--images", required=True, help="the images the predictions were made from (nnU-Net naming: "
                                                    "<case>_0000.nii.gz), e.g. the -i folder of nnUNetv2_predict")
-    s.add_argument("-o", "--output", default="qc", help="QC folder to write (default ./qc; never inside PRED_DIR)")
-    s.add_argument("--volumes", help="a `hippo-peft volumes` CSV of PRED_DIR: its flags and volumes are shown "
+    s.add_argument("-o", "--output", default="qc", help="QC folder to write (never inside PRED_DIR)")
+    s.add_argument("--volumes", help="a hippo-peft volumes CSV of PRED_DIR: its flags and volumes are shown "
                                      "(default: computed here the same way)")
     s.add_argument("--only-flagged", action="store_true", help="draw only flagged cases (the page lists all)")
     s.add_argument("--reference", help="reference label maps (<case>.nii.gz): drawn beside the prediction, with "
                                        "Dice per case; the page is ordered worst first")
-    s.add_argument("--channel", type=int, default=0, help="image channel to draw (default 0: <case>_0000)")
+    s.add_argument("--channel", type=int, default=0, help="image channel to draw (0: <case>_0000)")
     s.add_argument("--labels", nargs="+", metavar="NAME=VALUE",
                    help="foreground labels (default: PRED_DIR/dataset.json)")
     s.add_argument("--file-ending", help="e.g. .nii.gz (default: PRED_DIR/dataset.json)")
     s.add_argument("--expected-components", type=int, default=1,
-                   help="as in `volumes`: flag several_components above this (default 1; 2 for maps with both "
-                        "hippocampi)")
+                   help="as in volumes: flag several_components above this (2 for maps with both hippocampi)")
     s.add_argument("--max-structures", type=int, default=2,
-                   help="connected structures drawn per case, largest first (default 2)")
-    s.add_argument("--margin", type=float, default=10.0, help="margin around each structure in mm (default 10)")
-    s.add_argument("--processes", type=int, help="worker processes (default: CPU count, at most 8)")
+                   help="connected structures drawn per case, largest first")
+    s.add_argument("--margin", type=float, default=10.0, help="margin around each structure in mm")
+    s.add_argument("--processes", type=int, help="worker processes; 1: none (default: the CPU count, at most 8; "
+                                                 "none for fewer than 4 cases)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty QC folder")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_qc)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hippo_peft.errors import InputError
+
 ALPHA = 0.45  # fill opacity of the overlay; outlines are opaque
 # tab10 without its grey (a grey overlay vanishes on a grey-scale image)
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
@@ -55,9 +57,9 @@ def header_geometry(path: str | Path) -> dict:
     try:
         reader.ReadImageInformation()
     except RuntimeError as e:
-        raise ValueError(f"{Path(path).name}: SimpleITK cannot read it ({str(e).strip().splitlines()[-1]})") from None
+        raise InputError(f"{Path(path).name}: SimpleITK cannot read it ({str(e).strip().splitlines()[-1]})") from None
     if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
-        raise ValueError(f"{Path(path).name}: not a single-channel 3D image ({reader.GetDimension()}D, "
+        raise InputError(f"{Path(path).name}: not a single-channel 3D image ({reader.GetDimension()}D, "
                          f"{reader.GetNumberOfComponents()} component(s)); give one file per channel, nnU-Net's way.")
     return {"size": tuple(reader.GetSize()), "spacing": tuple(reader.GetSpacing()),
             "origin": tuple(reader.GetOrigin()), "direction": tuple(reader.GetDirection())}
@@ -98,9 +100,9 @@ def read_volume(path: str | Path) -> Volume:
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise ValueError(f"{Path(path).name}: SimpleITK cannot read it ({str(e).strip().splitlines()[-1]})") from None
+        raise InputError(f"{Path(path).name}: SimpleITK cannot read it ({str(e).strip().splitlines()[-1]})") from None
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"{Path(path).name}: not a single-channel 3D image.")
+        raise InputError(f"{Path(path).name}: not a single-channel 3D image.")
     return to_ras(sitk.GetArrayFromImage(img).transpose(2, 1, 0), img.GetSpacing(), img.GetDirection())
 
 
@@ -214,13 +216,13 @@ def render_case(image: Volume, labels: Volume, values: list[int], names: list[st
     from PIL import Image, ImageDraw
     for other, what in ((labels, "label map"), (reference, "reference")):
         if other is not None and other.array.shape != image.array.shape:
-            raise ValueError(f"{title}: the {what} has shape {other.array.shape}, the image {image.array.shape}.")
+            raise InputError(f"{title}: the {what} has shape {other.array.shape}, the image {image.array.shape}.")
     fg = labels.array > 0
     if reference is not None:
         fg = fg | (reference.array > 0)
     structures, n_components = find_structures(fg, labels.spacing, max_structures)
     if not structures:
-        raise ValueError(f"{title}: no foreground to draw.")
+        raise InputError(f"{title}: no foreground to draw.")
     kinds = [("prediction", labels)] + ([("reference", reference)] if reference is not None else [])
     rows, notes = [], []
     for s in structures:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from hippo_peft.analysis.cohort import SYNTHETIC_MARK
+from hippo_peft.errors import InputError, OutputExistsError
 
 
 def write_synthetic_cohort(out_dir: str | Path, n_per_group: int = 60, include_mci: bool = False, seed: int = 0,
@@ -25,13 +26,13 @@ def write_synthetic_cohort(out_dir: str | Path, n_per_group: int = 60, include_m
         FileExistsError: the files exist and ``overwrite`` is false.
     """
     if n_per_group < 2:
-        raise ValueError(f"--n-per-group must be >= 2 (got {n_per_group}).")
+        raise InputError(f"--n-per-group must be >= 2 (got {n_per_group}).")
     out_dir = Path(out_dir)
     vol_path, meta_path, readme = (out_dir / "synthetic_volumes.csv", out_dir / "synthetic_metadata.csv",
                                    out_dir / "README_SYNTHETIC.txt")
     existing = [str(p) for p in (vol_path, meta_path, readme) if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist(s); pass --overwrite or choose another folder.")
+        raise OutputExistsError(f"{', '.join(existing)} exist(s); pass --overwrite or choose another folder.")
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     atrophy = {"CN": 0.0, "EMCI": 0.05, "LMCI": 0.10, "AD": 0.18}

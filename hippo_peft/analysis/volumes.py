@@ -22,6 +22,7 @@ import numpy as np
 from hippo_peft.analysis.label_maps import (labels_from_dataset_json, parse_label_args,  # noqa: F401
                                             read_label_map, resolve_inputs)
 from hippo_peft.analysis.text import MAX_LISTED, line_listing, listing  # noqa: F401
+from hippo_peft.errors import InputError, MissingInputError, OutputExistsError
 
 CONNECTIVITY = 26
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity in 3D
@@ -68,7 +69,7 @@ def measure_label_map(seg: np.ndarray, spacing, labels: dict[str, int],
     present = np.flatnonzero(np.bincount(seg.ravel()))  # faster than np.unique on large maps
     unknown = sorted(set(present.tolist()) - {0} - set(labels.values()))
     if unknown:
-        raise ValueError(f"label value(s) {unknown} not in the label map {labels}")
+        raise InputError(f"label value(s) {unknown} not in the label map {labels}")
     voxel = float(np.prod([float(s) for s in spacing]))
     if remove_small_mm3 is not None:
         seg = seg.copy()
@@ -168,14 +169,14 @@ def compute_volumes(pred_dir: str | Path, labels: list[str] | None = None, file_
         ValueError: bad options, or files that cannot be measured (all offending cases are listed at once).
     """
     if remove_small_mm3 is not None and not remove_small_mm3 > 0:
-        raise ValueError(f"--remove-small-components must be > 0 mm³ (got {remove_small_mm3}).")
+        raise InputError(f"--remove-small-components must be > 0 mm³ (got {remove_small_mm3}).")
     for flag, v in (("--min-volume", min_volume), ("--max-volume", max_volume)):
         if v is not None and not v >= 0:
-            raise ValueError(f"{flag} must be >= 0 mm³ (got {v}).")
+            raise InputError(f"{flag} must be >= 0 mm³ (got {v}).")
     if min_volume is not None and max_volume is not None and min_volume >= max_volume:
-        raise ValueError(f"--min-volume {min_volume} must be below --max-volume {max_volume}.")
+        raise InputError(f"--min-volume {min_volume} must be below --max-volume {max_volume}.")
     if expected_components < 1:
-        raise ValueError(f"--expected-components must be >= 1 (got {expected_components}).")
+        raise InputError(f"--expected-components must be >= 1 (got {expected_components}).")
     from tqdm import tqdm
 
     found = resolve_inputs(pred_dir, file_ending, labels, reader)
@@ -190,7 +191,7 @@ def compute_volumes(pred_dir: str | Path, labels: list[str] | None = None, file_
             continue
         rows.append({"case": case, "file": path.name, **row})
     if problems:
-        raise ValueError(f"{len(problems)} of {len(found['cases'])} label map(s) cannot be measured:\n  "
+        raise InputError(f"{len(problems)} of {len(found['cases'])} label map(s) cannot be measured:\n  "
                          + line_listing(problems)
                          + "\nNothing was written. Fix the files or the label map (--labels NAME=VALUE ...).")
     cohort = flag_rows(rows, min_volume, max_volume, expected_components)
@@ -225,14 +226,14 @@ def write_outputs(rows: list[dict], summary: dict, output: str | Path, overwrite
     """Write ``output`` (CSV) and its sidecar JSON; refuse to replace existing files unless ``overwrite``."""
     output = Path(output)
     if output.suffix.lower() != ".csv":
-        raise ValueError(f"-o {output}: the output must be a .csv file (its settings go beside it as .json).")
+        raise InputError(f"-o {output}: the output must be a .csv file (its settings go beside it as .json).")
     side = sidecar_path(output)
     existing = [str(p) for p in (output, side) if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{' and '.join(existing)} already exist(s); pass --overwrite to replace, or choose "
-                              f"another -o.")
+        raise OutputExistsError(f"{' and '.join(existing)} already exist(s); pass --overwrite to replace, or choose "
+                                f"another -o.")
     if not output.parent.is_dir():
-        raise FileNotFoundError(f"-o {output}: the folder {output.parent} does not exist.")
+        raise MissingInputError(f"-o {output}: the folder {output.parent} does not exist.")
     from hippo_peft.atomic import atomic_file, write_text
     columns = list(rows[0].keys())
     with atomic_file(output) as tmp, open(tmp, "w", newline="") as f:
@@ -277,7 +278,15 @@ def register(subparsers) -> None:
     s = subparsers.add_parser(
         "volumes", help="volume (mm³) per label and total, connected components and QC flags of predicted label "
                         "maps -> CSV + sidecar JSON",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description="Volumes (mm³) per label and in total, connected components and quality flags of\n"
+                    "every label map in a folder, typically the -o folder of nnUNetv2_predict. Files\n"
+                    "are read with nnU-Net's own readers, so every format nnU-Net supports works\n"
+                    "(NIfTI, NRRD, MHA, 3D TIFF with its spacing file). A volume is the voxel count\n"
+                    "times the voxel volume from the image header; components are 26-connected.\n\n"
+                    "Writes a CSV (one row per case) and a JSON of the same name beside it (the\n"
+                    "settings, flag definitions, cohort statistics and flagged cases). Input files\n"
+                    "are never modified.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("pred_dir", help="folder of label maps, e.g. the -o folder of nnUNetv2_predict (its dataset.json "
                                     "gives the file ending and label names)")
     s.add_argument("--labels", nargs="+", metavar="NAME=VALUE",
@@ -288,8 +297,8 @@ def register(subparsers) -> None:
     s.add_argument("--reader", help="nnU-Net reader/writer class, e.g. SimpleITKIO, NibabelIO, Tiff3DIO (default: "
                                     "PRED_DIR/plans.json, else chosen by file ending)")
     s.add_argument("-o", "--output", default="volumes.csv",
-                   help="CSV to write (default ./volumes.csv); settings and flag definitions go to the same name "
-                        "with .json. Never written into PRED_DIR unless you say so")
+                   help="CSV to write; settings and flag definitions go to the same name with .json. Never "
+                        "written into PRED_DIR unless you say so")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output CSV/JSON")
     s.add_argument("--remove-small-components", type=float, metavar="MM3",
                    help=f"before measuring, set each label's {CONNECTIVITY}-connected components smaller than MM3 "
@@ -298,9 +307,10 @@ def register(subparsers) -> None:
     s.add_argument("--max-volume", type=float, metavar="MM3", help="flag 'large_abs' when the total is above this")
     s.add_argument("--expected-components", type=int, default=1,
                    help="flag 'several_components' when all foreground labels together form more connected "
-                        "components than this (default 1: one hippocampus per map; use 2 for left+right maps)")
+                        "components than this (1: one hippocampus per map; use 2 for left+right maps)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s.epilog = ("Cohort rule (always on with >= %d non-empty cases): flag small_cohort / large_cohort when the "
-                "total is outside median +/- %g x %g x MAD of the non-empty cases' totals." %
+    s.epilog = ("Cohort rule (always on with >= %d non-empty cases): flag small_cohort or\n"
+                "large_cohort when the total is outside median +/- %g x %g x MAD of the\n"
+                "non-empty cases' totals." %
                 (COHORT_MIN_CASES, COHORT_K, MAD_TO_SD))
     s.set_defaults(func=_cmd_volumes)

@@ -1,42 +1,52 @@
-"""`hippo-peft benchmark`: few-shot transfer with every method side by side, a thin layer over nnU-Net's commands.
+"""Few-shot transfer with every method side by side, a thin layer over nnU-Net's
+commands (hippo-peft benchmark).
 
-source (an nnU-Net dataset to pre-train on, a checkpoint, or a label-shift task made from part of the target)
--> `hippo-peft plan` of the target (and nnU-Net's own planner for the from-scratch baseline) -> k-shot draws with
-fixed seeds, written as nnU-Net folds in ``splits_final.json`` (train: the draw, val: the validation cases and
-the held-out test set) -> `nnUNetv2_train ... -tr <method trainer>_<N>it -pretrained_weights <source>` for every
-method, `nnUNetv2_train ... -tr nnUNetTrainer_<N>it` from scratch and, for ``nnunet-ft``, nnU-Net's own U-Net
-pre-trained on the same source, all for the same N iterations -> nnU-Net's final validation predicts validation and
-test cases with the final weights (sliding window, original geometry) -> Dice, HD95 (MONAI) and volume error per
-case, scored separately for the two sets -> a Markdown table, CSV/JSON of every run and PNG plots.
+Steps:
+  1. a source: an nnU-Net dataset to pre-train on, a checkpoint, or label-shift
+     (--n-source target cases with their labels merged, never drawn or tested);
+  2. hippo-peft plan of the target (and nnU-Net's own planner for the
+     from-scratch baseline);
+  3. k-shot draws with fixed seeds, written as nnU-Net folds in
+     splits_final.json (train: the draw; val: the validation and test cases);
+  4. nnUNetv2_train -tr <method trainer>_<N>it -pretrained_weights <source> for
+     every method, nnUNetTrainer_<N>it from scratch and, for nnunet-ft,
+     nnU-Net's own U-Net pre-trained on the same source, all for the same N
+     iterations;
+  5. nnU-Net's final validation predicts the validation and test cases with the
+     final weights (sliding window, original geometry);
+  6. Dice, HD95 and volume error per case, scored separately for the two sets;
+     a Markdown table, CSV/JSON of every run and PNG plots in WORKDIR/report.
 
-Validation and test cases are nnU-Net's "validation" of each fold only so that nnU-Net predicts them; they never
-influence training: the budget is fixed, no early stopping, and results use the final weights, never
-checkpoint_best. Choices between runs (a learning rate, a budget) are meant to be made on the validation cases
-(``val_summary``), results reported on the test cases (``summary``).
+Validation and test cases never influence training: the budget is fixed, there
+is no early stopping, and results use the final weights, never
+checkpoint_best. Choose between runs (a learning rate, a budget) on the
+validation cases (val_summary); report the test cases (summary).
 
-A method may carry learning rates, ``lorapt@3e-4`` (every group) or ``lorapt@3e-4,1e-3`` (adapter, decoder + head):
-the run uses ``<trainer>_<N>it_lr3e-4_dlr1e-3``. ``--iterations`` may list several budgets (learning curves).
+A method may carry learning rates: lorapt@3e-4 (every group) or
+lorapt@3e-4,1e-3 (adapter; decoder + head). --iterations may list several
+budgets (learning curves).
 
-Everything lives in one work folder. Rerunning the same command resumes: finished runs (``runs/<run>.json``)
-are kept, an unfinished run restarts from scratch. The same folder can be extended by later commands with other
-methods, rates, budgets, shots or draws (one source pre-training, one test and validation set for all); test set,
-validation set, source, seed, preset and device stay as the first command fixed them.
-
-The methods, settings, runs and draws live in :mod:`.benchmark_settings`; this module runs them (a little over 400
-lines: the one class that orders every nnU-Net command of a benchmark, kept in one place on purpose).
+Everything lives in one work folder. Rerunning the same command resumes:
+finished runs (runs/<run>.json) are kept, an unfinished run restarts from
+scratch. Later commands may add methods, rates, budgets, shots or draws to the
+same folder (one source pre-training, one test and validation set for all);
+test set, validation set, source, seed, preset and device stay as the first
+command set them.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import logging
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from hippo_peft.errors import RefusedError
 from hippo_peft.experiments.benchmark_settings import (  # noqa: F401  (the benchmark's public names)
-    NNUNET_METHODS, paper_methods, adapter_methods, all_methods, default_methods, _DERIVED, SETTINGS_VERSION,
+    NNUNET_METHODS, paper_methods, adapter_methods, all_methods, default_methods, SETTINGS_VERSION,
     FIXED_SETTINGS, LABEL_SHIFT, DEFAULT_SOURCE, FINETUNE_PLANS, SOURCE_NNUNET_PLANS, PROFILES, BenchmarkError,
     parse_method, rate_suffix, Settings, Run, labelled_cases, resolve_settings, planned_runs, TARGET_ID, SOURCE_ID)
 from hippo_peft.experiments.commands import console_script, nnunet_env, run_logged
@@ -45,11 +55,7 @@ from hippo_peft.experiments.pipeline import (fold_folder, our_plans, plan_comman
                                              source_plan_command, train_command)
 from hippo_peft.networks.presets import get_arch
 
-
-def __getattr__(name):  # the former constants (hippo_peft < 0.3), read from the registry now
-    if name in _DERIVED:
-        return _DERIVED[name]()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+logger = logging.getLogger(__name__)
 
 
 class Workdir:
@@ -67,13 +73,12 @@ class Workdir:
         ``benchmark.json`` records the union and the fold of every (k, draw) ever used."""
         if self.settings_file.is_file():
             old = json.loads(self.settings_file.read_text())
-            if old.get("settings_version", 1) != s.settings_version:
+            if old.get("settings_version") != s.settings_version:
                 raise BenchmarkError(
-                    f"{self.root} holds a benchmark made with hippo_peft settings version "
-                    f"{old.get('settings_version', 1)}; this hippo_peft writes version {s.settings_version} (2: since "
-                    f"0.2 the adapter methods also train the CNN decoder; 3: validation cases and the budget in every "
-                    f"run's name), so its runs cannot be mixed with new ones. Start a new --workdir; keep the old "
-                    f"one's report as it is.")
+                    f"{self.root} holds a benchmark made by another hippo_peft version (settings version "
+                    f"{old.get('settings_version', 'unknown')}; this hippo_peft reads and writes version "
+                    f"{s.settings_version}), so its runs cannot be mixed with new ones. Start a new --workdir; keep "
+                    f"the old one's report as it is.")
             new = asdict(s)
             changed = [name for name in FIXED_SETTINGS if old.get(name) != new[name]]
             if changed:
@@ -152,7 +157,7 @@ def check_source_checkpoint(checkpoint: str, plans_file: Path, arch: str, trust_
         name = get_arch(arch).network_class_name.rsplit(".", 1)[-1]
         raise BenchmarkError(f"--source {checkpoint} does not fit the {name} planned for this benchmark ({plans_file.stem})"
                              f": {e}") from None
-    print(f"source checkpoint fits {arch}: {report.format()}")
+    logger.info(f"source checkpoint fits {arch}: {report.format()}")
 
 
 # ------------------------------------------------------------------------------------------------ the benchmark
@@ -170,8 +175,8 @@ class Benchmark:
         if trust_pickle:  # the user's opt-in for the --source checkpoint, logged by every run that loads it
             from hippo_peft.safe_load import TRUST_ENV
             self.env[TRUST_ENV] = "1"
-            print(f"--trust-pickle: the source checkpoint may be unpickled without the allow-list ({TRUST_ENV}=1 "
-                  f"for every nnUNetv2_train run of this command).")
+            logger.info(f"--trust-pickle: the source checkpoint may be unpickled without the allow-list "
+                        f"({TRUST_ENV}=1 for every nnUNetv2_train run of this command).")
         self.raw, self.pre, self.results = (Path(self.env[k]) for k in ("nnUNet_raw", "nnUNet_preprocessed",
                                                                          "nnUNet_results"))
         self.target_json, _ = labelled_cases(Path(self.s.target))
@@ -245,7 +250,7 @@ class Benchmark:
         self._cmd(source_plan_command(SOURCE_ID, arch, s.preset, patch, "--overwrite"), "source")
         if fold.exists():
             shutil.rmtree(fold)  # an interrupted pre-training of ours
-        print(f"pre-training {arch} on the source for {s.source_iterations} iterations ...", flush=True)
+        logger.info(f"pre-training {arch} on the source for {s.source_iterations} iterations ...")
         self._cmd(train_command(SOURCE_ID, "all", trainer, plans, s.device), "source")
         self.w.mark(f"source-{arch}")
         return str(fold / "checkpoint_final.pth")
@@ -282,7 +287,7 @@ class Benchmark:
             self._cmd([console_script(cmd[0]), *cmd[1:]], "source-nnunet")
         if fold.exists():
             shutil.rmtree(fold)  # an interrupted pre-training of ours
-        print(f"pre-training nnU-Net's U-Net on the source for {s.source_iterations} iterations ...", flush=True)
+        logger.info(f"pre-training nnU-Net's U-Net on the source for {s.source_iterations} iterations ...")
         self._cmd(train_command(SOURCE_ID, "all", trainer, SOURCE_NNUNET_PLANS, s.device), "source-nnunet")
         self.w.mark("source-nnunet")
         return str(fold / "checkpoint_final.pth")
@@ -320,8 +325,13 @@ class Benchmark:
         if run.base_method in adapter_methods():
             from hippo_peft.nnunet.adapter_files import export_adapter
             out = self.w.adapters / run.name
-            with contextlib.redirect_stdout(io.StringIO()):
+            files_log = logging.getLogger(export_adapter.__module__)
+            level = files_log.level
+            files_log.setLevel(logging.WARNING)  # its "Wrote ..." line would cut through the progress bar
+            try:
                 export_adapter(str(fold), str(out), overwrite=True)
+            finally:
+                files_log.setLevel(level)
             cost["stored_bytes"] = sum(p.stat().st_size for p in out.glob("*.safetensors"))
             cost["stored_what"] = "adapter file"
         else:
@@ -346,7 +356,7 @@ class Benchmark:
         for case in cases:
             pred_file = fold / "validation" / f"{case}{ending}"
             if not pred_file.is_file():
-                raise RuntimeError(f"nnU-Net's validation wrote no prediction {pred_file}; see the run's log.")
+                raise RefusedError(f"nnU-Net's validation wrote no prediction {pred_file}; see the run's log.")
             check_complete(pred_file)  # the references were checked before training
             ref, props = reader.read_seg(str(labels_dir / f"{case}{ending}"))
             pred, _ = reader.read_seg(str(pred_file))
@@ -366,7 +376,7 @@ class Benchmark:
         runs = planned_runs(self.s)
         todo = [r for r in runs if not self.w.record(r).is_file()]
         if len(todo) < len(runs):
-            print(f"resuming: {len(runs) - len(todo)} of {len(runs)} runs already finished in {self.w.root}")
+            logger.info(f"resuming: {len(runs) - len(todo)} of {len(runs)} runs already finished in {self.w.root}")
         bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="benchmark runs", unit="run")
         for run in todo:
             bar.set_postfix_str(run.name)
@@ -380,10 +390,10 @@ class Benchmark:
         records = [json.loads(f.read_text()) for f in sorted(self.w.runs.glob("*.json"))]
         from hippo_peft.experiments.benchmark_report import write_report
         write_report(records, self.s, self.w.report)
-        print(f"report: {self.w.report / 'benchmark.md'}")
+        logger.info(f"report: {self.w.report / 'benchmark.md'}")
         if self.qc_page:
             from hippo_peft.experiments.benchmark_qc import write_benchmark_qc
-            print(f"QC page: {write_benchmark_qc(self.w.root, records, self.w.report)}")
+            logger.info(f"QC page: {write_benchmark_qc(self.w.root, records, self.w.report)}")
         return records
 
 
@@ -425,7 +435,7 @@ def write_folder_report(workdir: str, qc_page: bool = False) -> Path:
     write_report(records, SimpleNamespace(preset=settings["preset"], device=settings["device"]), w.report)
     if qc_page:
         from hippo_peft.experiments.benchmark_qc import write_benchmark_qc
-        print(f"QC page: {write_benchmark_qc(w.root, records, w.report)}")
+        logger.info(f"QC page: {write_benchmark_qc(w.root, records, w.report)}")
     return w.report / "benchmark.md"
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hippo_peft.errors import MissingInputError
 from hippo_peft.experiments.benchmark_settings import TARGET_ID
 from hippo_peft.experiments.pipeline import fold_folder
 
@@ -75,10 +76,10 @@ def write_benchmark_qc(root: Path, records: list[dict], report: Path, progress: 
         label = names.get(token.split("@")[0], token)
         sections.append((f"{label} [{token}, {arch}]: worst and best test case over {n_runs} run(s)", keys))
     if gone:
-        raise FileNotFoundError(f"{len(gone)} prediction(s) of finished runs are gone (the work folder was cleaned?): "
+        raise MissingInputError(f"{len(gone)} prediction(s) of finished runs are gone (the work folder was cleaned?): "
                                 f"{gone[0]} ...; the QC page needs nnU-Net's validation folders.")
     if not jobs:
-        raise FileNotFoundError("no finished run with test predictions: nothing to draw.")
+        raise MissingInputError("no finished run with test predictions: nothing to draw.")
     settings = {"workdir": str(root), "what": "per method: the test case with the lowest and the highest mean Dice "
                                               "over all its finished runs", "labels": labels}
     draw_cases(jobs, labels, report / "qc", settings, f"benchmark {root.name}: best and worst test cases",

@@ -24,12 +24,6 @@ def method_labels() -> dict[str, str]:
     return {**labels, **_OWN_LABELS}
 
 
-def __getattr__(name):  # METHOD_LABELS, the former constant, read from the registry now
-    if name == "METHOD_LABELS":
-        return method_labels()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # A run "started to learn" when fewer than this share of its test predictions are empty (no foreground at all);
 # no comparison is drawn at a budget where a method has not.
 STARTED_TO_LEARN_MAX_EMPTY = 0.10

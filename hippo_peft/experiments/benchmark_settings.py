@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hippo_peft.errors import HippoPeftError
 from hippo_peft.networks.presets import ARCHS, PRESETS
 
 
@@ -42,19 +43,8 @@ def default_methods() -> tuple[str, ...]:
             + ("full", "nnunet"))
 
 
-_DERIVED = {"PAPER_METHODS": paper_methods, "ADAPTER_METHODS": adapter_methods, "METHODS": all_methods,
-            "DEFAULT_METHODS": default_methods,
-            "STRICT_METHODS": lambda: tuple(m for m in adapter_methods() if m.endswith("-strict"))}
-
-
-def __getattr__(name):  # the former constants (hippo_peft < 0.3), read from the registry now
-    if name in _DERIVED:
-        return _DERIVED[name]()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# Version 2: the papers' trainable sets (hippo_peft 0.2). Version 3: validation cases, run names with the budget,
-# folders extendable by later commands. A work folder of another version is refused.
+# The version of the work-folder layout (benchmark.json, run names with the budget, validation cases, the papers'
+# trainable sets) this code reads and writes; a work folder of another version is refused.
 SETTINGS_VERSION = 3
 # Fixed by the first command on a work folder; the rest (archs, methods, shots, draws, iterations) may vary.
 FIXED_SETTINGS = ("target", "source", "source_kind", "seed", "preset", "source_iterations", "device", "test_cases",
@@ -73,7 +63,7 @@ PROFILES = {"cpu": {"preset": "compact", "iterations": 500, "source_iterations":
             "cuda": {"preset": "paper", "iterations": 2500, "source_iterations": 25000, "n_test": None, "n_val": 20}}
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(HippoPeftError, ValueError):
     """Bad input, found before any training."""
 
 

@@ -2,19 +2,24 @@
 nnU-Net tree, output into a log file, and failures that show the log's tail."""
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from hippo_peft.errors import RefusedError
 from hippo_peft.nnunet.env import ext_trainer_export_line
+
+logger = logging.getLogger(__name__)
 
 
 def run_logged(cmd: list[str], env: dict, log: Path, echo: bool = True) -> float:
-    """Run a console command, its output into ``log``; raise with the log's tail if it fails. Returns seconds."""
+    """Run a console command, its output into ``log``; raise with the log's tail if it fails. Returns seconds.
+    ``echo``: log the command line (INFO) first."""
     if echo:
-        print(f"$ {' '.join(cmd)}", flush=True)
+        logger.info(f"$ {' '.join(cmd)}")
     start = time.time()
     with open(log, "a") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
@@ -22,7 +27,7 @@ def run_logged(cmd: list[str], env: dict, log: Path, echo: bool = True) -> float
         proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent)
     if proc.returncode:
         tail = "".join(open(log).readlines()[-30:])
-        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}); last lines of {log}:\n{tail}")
+        raise RefusedError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}); last lines of {log}:\n{tail}")
     return time.time() - start
 
 

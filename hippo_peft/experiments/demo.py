@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from hippo_peft.errors import InputError, OutputExistsError
 from hippo_peft.experiments.commands import console_script as _bin
 from hippo_peft.experiments.commands import nnunet_env
 from hippo_peft.experiments.commands import run_logged as _run
@@ -32,7 +33,7 @@ def dataset_from_raw(raw: Path, raw_root: Path, name: str, n_train: int, n_test:
     ending = dataset_json["file_ending"]
     cases = sorted(p.name[: -len(ending)] for p in (raw / "labelsTr").glob(f"*{ending}"))
     if len(cases) < n_train + n_test:
-        raise ValueError(f"{raw} has {len(cases)} labelled cases; the demo needs {n_train + n_test}.")
+        raise InputError(f"{raw} has {len(cases)} labelled cases; the demo needs {n_train + n_test}.")
     drawn = random.Random(seed).sample(cases, n_train + n_test)
     folder = raw_root / name
     for split, chosen in (("Tr", drawn[:n_train]), ("Ts", drawn[n_train:])):
@@ -65,7 +66,7 @@ def run_demo(workdir: str | None = None, raw: str | None = None, arch: str = "un
     adapt_trainer = trainer_name(arch, method, "short")  # validates the method before anything runs
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="hippo_peft_demo_"))
     if workdir and root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"--workdir {root} is not empty; the demo only writes into a new or empty folder.")
+        raise OutputExistsError(f"--workdir {root} is not empty; the demo only writes into a new or empty folder.")
     root.mkdir(parents=True, exist_ok=True)
     env, log = nnunet_env(root), root / "demo.log"
     trainer, plans = f"{spec.trainer}_short", our_plans(arch, preset)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hippo_peft.errors import OutputExistsError
+
 SHAPE = (32, 40, 32)  # x, y, z voxels at 1 mm: a little smaller than the MSD crops (~35x50x35), for speed
 
 
@@ -50,7 +52,7 @@ def write_dataset(raw_root: str | Path, dataset_name: str, n_train: int, n_test:
 
     folder = Path(raw_root) / dataset_name
     if folder.exists():
-        raise FileExistsError(f"{folder} already exists; not overwriting it.")
+        raise OutputExistsError(f"{folder} already exists; not overwriting it.")
     for sub in ("imagesTr", "labelsTr") + (("imagesTs", "labelsTs") if n_test else ()):
         (folder / sub).mkdir(parents=True)
     rng = np.random.default_rng(seed)

@@ -5,6 +5,7 @@ from typing import Sequence
 
 from torch import nn
 
+from hippo_peft.errors import InputError
 from hippo_peft.networks.presets import ARCHS, PRESETS, ArchSpec, arch_for_class_name, get_arch, get_preset
 from hippo_peft.networks.swinunetr import build_swinunetr
 from hippo_peft.networks.unetr import build_unetr
@@ -17,7 +18,7 @@ def build_network(network_class_name: str, arch_kwargs: dict, patch_size: Sequen
     """Build the network a plans configuration names (``architecture.network_class_name`` + ``arch_kwargs``)."""
     spec = arch_for_class_name(network_class_name)
     if spec is None:
-        raise ValueError(f"'{network_class_name}' is not a hippo_peft network; expected one of "
+        raise InputError(f"'{network_class_name}' is not a hippo_peft network; expected one of "
                          f"{[a.network_class_name for a in ARCHS.values()]}.")
     return _BUILDERS[spec.name](in_channels, out_channels, patch_size, **arch_kwargs)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict
 
+from hippo_peft.errors import InputError
+
 
 @dataclass(frozen=True)
 class ArchSpec:
@@ -48,7 +50,7 @@ PRESET_BATCH_SIZE = {"paper": 2, "compact": 2, "tiny": 2}
 def get_arch(name: str) -> ArchSpec:
     key = name.lower()
     if key not in ARCHS:
-        raise ValueError(f"Unknown architecture '{name}'. Choose one of: {', '.join(ARCHS)}.")
+        raise InputError(f"Unknown architecture '{name}'. Choose one of: {', '.join(ARCHS)}.")
     return ARCHS[key]
 
 
@@ -64,5 +66,5 @@ def get_preset(arch: str, preset: str) -> dict:
     spec = get_arch(arch)
     presets = PRESETS[spec.name]
     if preset not in presets:
-        raise ValueError(f"Unknown preset '{preset}' for {spec.name}. Choose one of: {', '.join(presets)}.")
+        raise InputError(f"Unknown preset '{preset}' for {spec.name}. Choose one of: {', '.join(presets)}.")
     return dict(presets[preset])

@@ -5,6 +5,7 @@ from typing import Sequence
 
 from monai.networks.nets import SwinUNETR
 
+from hippo_peft.errors import InputError
 from hippo_peft.networks.presets import ARCHS
 
 
@@ -25,17 +26,17 @@ def build_swinunetr(in_channels: int, out_channels: int, patch_size: Sequence[in
     patch_size = [int(p) for p in patch_size]
     divisor = ARCHS["swinunetr"].divisor
     if len(patch_size) != 3 or any(p % divisor for p in patch_size):
-        raise ValueError(f"SwinUNETR needs a 3D patch size whose edges are multiples of {divisor} (5 halvings); "
+        raise InputError(f"SwinUNETR needs a 3D patch size whose edges are multiples of {divisor} (5 halvings); "
                          f"got {patch_size}. Re-plan with `hippo-peft plan --arch swinunetr` or pass --patch-size.")
     feature_size = arch_kwargs.get("feature_size", 24)
     if feature_size % 12:
-        raise ValueError(f"SwinUNETR feature_size must be a multiple of 12 (MONAI's constraint); got {feature_size}. "
+        raise InputError(f"SwinUNETR feature_size must be a multiple of 12 (MONAI's constraint); got {feature_size}. "
                          f"Use 12, 24, 36, 48, ...")
     depths, heads = arch_kwargs.get("depths", (2, 2, 2, 2)), arch_kwargs.get("num_heads", (3, 6, 12, 24))
     if len(depths) != len(heads):
-        raise ValueError(f"SwinUNETR depths {list(depths)} and num_heads {list(heads)} must have the same length.")
+        raise InputError(f"SwinUNETR depths {list(depths)} and num_heads {list(heads)} must have the same length.")
     for stage, h in enumerate(heads):
         if (feature_size * 2 ** stage) % h:
-            raise ValueError(f"SwinUNETR stage {stage} has {feature_size * 2 ** stage} channels, not divisible by "
+            raise InputError(f"SwinUNETR stage {stage} has {feature_size * 2 ** stage} channels, not divisible by "
                              f"its {h} heads.")
     return SwinUNETR(in_channels=in_channels, out_channels=out_channels, **arch_kwargs)

@@ -5,6 +5,7 @@ from typing import Sequence
 
 from monai.networks.nets import UNETR
 
+from hippo_peft.errors import InputError
 from hippo_peft.networks.presets import ARCHS
 
 
@@ -24,11 +25,11 @@ def build_unetr(in_channels: int, out_channels: int, patch_size: Sequence[int], 
     patch_size = [int(p) for p in patch_size]
     divisor = ARCHS["unetr"].divisor
     if len(patch_size) != 3 or any(p % divisor for p in patch_size):
-        raise ValueError(f"UNETR needs a 3D patch size whose edges are multiples of {divisor} (its 16^3 token grid); "
+        raise InputError(f"UNETR needs a 3D patch size whose edges are multiples of {divisor} (its 16^3 token grid); "
                          f"got {patch_size}. Re-plan with `hippo-peft plan --arch unetr` or pass --patch-size.")
     hidden, heads = arch_kwargs.get("hidden_size", 768), arch_kwargs.get("num_heads", 12)
     if hidden % heads:
-        raise ValueError(f"UNETR hidden_size ({hidden}) must be divisible by num_heads ({heads}).")
+        raise InputError(f"UNETR hidden_size ({hidden}) must be divisible by num_heads ({heads}).")
     net = UNETR(in_channels=in_channels, out_channels=out_channels, img_size=patch_size, **arch_kwargs)
     # MONAI builds a cross-attention LayerNorm in every block even without cross-attention; it never gets a
     # gradient. Freeze it so the trainable set is exactly what trains (the keys stay, for checkpoint compatibility).

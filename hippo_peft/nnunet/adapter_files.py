@@ -12,6 +12,7 @@ and has the base network's keys, so it predicts at the base network's speed.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -20,30 +21,41 @@ from torch import nn
 
 from hippo_peft import adapters
 from hippo_peft.atomic import atomic_dir
+from hippo_peft.errors import HippoPeftError, InputError, MissingInputError, OutputExistsError
 from hippo_peft.networks import arch_for_class_name
 from hippo_peft.nnunet.checkpoint import CHECKPOINT_KEY
 from hippo_peft.nnunet.plans import network_io
 
+logger = logging.getLogger(__name__)
+
 ADAPTER_FILE, CONFIG_FILE = "adapter.safetensors", "adapter_config.json"
 
 
-class AdapterMismatchError(ValueError):
+class AdapterMismatchError(HippoPeftError, ValueError):
     """The adapter does not belong to these base weights / this network."""
 
 
 def _fold_dirs(model_dir: Path, folds) -> list[Path]:
     if not (model_dir / "plans.json").is_file():
-        raise FileNotFoundError(f"{model_dir} is not an nnU-Net model folder (no plans.json); give the folder "
+        raise MissingInputError(f"{model_dir} is not an nnU-Net model folder (no plans.json); give the folder "
                                 f"$nnUNet_results/DatasetXXX/<trainer>__<plans>__<configuration>.")
     found = sorted(p for p in model_dir.glob("fold_*") if (p / "checkpoint_final.pth").is_file())
     if folds:
         found = [model_dir / f"fold_{f}" for f in folds]
         missing = [str(p) for p in found if not (p / "checkpoint_final.pth").is_file()]
         if missing:
-            raise FileNotFoundError(f"no checkpoint_final.pth in {', '.join(missing)}")
+            raise MissingInputError(f"no checkpoint_final.pth in {', '.join(missing)}")
     if not found:
-        raise FileNotFoundError(f"no fold_*/checkpoint_final.pth under {model_dir}; has training finished?")
+        raise MissingInputError(f"no fold_*/checkpoint_final.pth under {model_dir}; has training finished?")
     return found
+
+
+def _readable_config(recorded: dict) -> dict | None:
+    """The recorded adapter config as this hippo_peft writes it, or None when it cannot read it."""
+    try:
+        return adapters.config_from_dict(recorded).to_dict()
+    except (TypeError, ValueError, KeyError):
+        return None
 
 
 def load_trained(fold_dir: Path):
@@ -54,16 +66,13 @@ def load_trained(fold_dir: Path):
     name = checkpoint.get("trainer_name") if isinstance(checkpoint, dict) else None
     trainer = getattr(trainers, name, None) if name else None
     if trainer is None or not issubclass(trainer, trainers.nnUNetTrainer_AdapterBase):
-        raise ValueError(f"{fold_dir} was trained with {name}, not a hippo_peft adapter trainer "
+        raise InputError(f"{fold_dir} was trained with {name}, not a hippo_peft adapter trainer "
                          f"(nnUNetTrainer_UNETR_LoRAPT, ...); there is no adapter to export or merge.")
     recorded = checkpoint.get(CHECKPOINT_KEY, {}).get("config")
-    if recorded is not None and adapters.config_from_dict(recorded).to_dict() != trainer.adapter_config().to_dict():
-        # written before hippo_peft 0.2 by a trainer whose setting is now the _Strict one's (or CNNOnly's)
-        fits = trainers.trainer_with_setting(trainer, recorded)
-        if fits is None:
-            raise AdapterMismatchError(f"{fold_dir} was trained with adapter {recorded}, which no hippo_peft trainer "
-                                       f"uses now ({name} uses {trainer.adapter_config().to_dict()}).")
-        trainer = getattr(trainers, fits)
+    if recorded is not None and _readable_config(recorded) != trainer.adapter_config().to_dict():
+        raise AdapterMismatchError(f"{fold_dir} was trained with adapter {recorded}, but {name} uses "
+                                   f"{trainer.adapter_config().to_dict()}: the checkpoint was written by another "
+                                   f"hippo_peft version (or edited), which this one cannot read. Train the fold again.")
     model_dir = fold_dir.parent
     plans = json.loads((model_dir / "plans.json").read_text())
     dataset_json = json.loads((model_dir / "dataset.json").read_text())
@@ -96,9 +105,23 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
+def _check_setting(path: Path, meta: dict) -> None:
+    """The file's config is one this hippo_peft reads and the one its trainer trains (refused otherwise: edited, or
+    written by another hippo_peft version)."""
+    from hippo_peft import trainers
+    config = _readable_config(meta["config"])
+    recorded_cls = getattr(trainers, meta["trainer"], None)
+    uses = (recorded_cls.adapter_config().to_dict() if recorded_cls is not None
+            and issubclass(recorded_cls, trainers.nnUNetTrainer_AdapterBase) else None)
+    if config is None or (recorded_cls is not None and config != uses):
+        what = "one this hippo_peft reads" if config is None else f"what its trainer {meta['trainer']} trains"
+        raise AdapterMismatchError(f"{path}: adapter config {meta['config']} is not {what} (edited, or from another "
+                                   f"hippo_peft version). Export the adapter again. Nothing was written.")
+
+
 def _refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it. Nothing was written.")
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it. Nothing was written.")
 
 
 def export_adapter(fold_dir: str | Path, output: str | Path, overwrite: bool = False) -> dict:
@@ -113,10 +136,10 @@ def export_adapter(fold_dir: str | Path, output: str | Path, overwrite: bool = F
     state = adapters.adapter_state_dict(net)
     with atomic_dir(output, overwrite) as tmp:  # a killed export leaves no folder a later run would accept
         meta = _write_adapter(tmp, state, trainer, config, configuration, arch, record, net, fold_dir)
-    print(f"Wrote {output / ADAPTER_FILE}: {len(state)} tensors, {meta['adapter_bytes'] / 2**20:.2f} MiB = "
-          f"{100 * meta['adapter_bytes'] / meta['checkpoint_bytes']:.2f} % of the full checkpoint "
-          f"({meta['checkpoint_bytes'] / 2**20:.1f} MiB, which also holds optimizer state); "
-          f"{adapters.trainable_report(net)}")
+    logger.info(f"Wrote {output / ADAPTER_FILE}: {len(state)} tensors, {meta['adapter_bytes'] / 2**20:.2f} MiB = "
+                f"{100 * meta['adapter_bytes'] / meta['checkpoint_bytes']:.2f} % of the full checkpoint "
+                f"({meta['checkpoint_bytes'] / 2**20:.1f} MiB, which also holds optimizer state); "
+                f"{adapters.trainable_report(net)}")
     return meta
 
 
@@ -161,10 +184,11 @@ def apply_adapter(adapter_dir: str | Path, base_weights: str | Path, plans_file:
     from hippo_peft.nnunet.weights import read_state_dict, transfer_weights
     adapter_dir, output, plans_file = Path(adapter_dir), Path(output), Path(plans_file)
     if not (adapter_dir / CONFIG_FILE).is_file() or not (adapter_dir / ADAPTER_FILE).is_file():
-        raise FileNotFoundError(f"{adapter_dir} holds no {ADAPTER_FILE} + {CONFIG_FILE} (written by "
+        raise MissingInputError(f"{adapter_dir} holds no {ADAPTER_FILE} + {CONFIG_FILE} (written by "
                                 f"`hippo-peft export-adapter`).")
     _refuse_existing(output, overwrite)
     meta = _read_meta(adapter_dir / CONFIG_FILE)
+    _check_setting(adapter_dir / CONFIG_FILE, meta)
     plans = json.loads(plans_file.read_text())
     configuration = meta["configuration"]
     config = plans["configurations"].get(configuration, {})
@@ -190,12 +214,7 @@ def apply_adapter(adapter_dir: str | Path, base_weights: str | Path, plans_file:
         adapters.load_adapter_state_dict(net, load_weights_file(adapter_dir / ADAPTER_FILE))
     except ValueError as e:
         raise AdapterMismatchError(f"{adapter_dir / ADAPTER_FILE}: {e} Nothing was written.") from None
-    from hippo_peft import trainers
-    # the trainer with the file's setting (a file written before hippo_peft 0.2 by _LoRAPT fits _LoRAPT_Strict now)
     trainer_name = meta["trainer"]
-    recorded_cls = getattr(trainers, trainer_name, None)
-    if recorded_cls is not None:
-        trainer_name = trainers.trainer_with_setting(recorded_cls, meta["config"]) or trainer_name
     if merge:
         trainer_name = _merge_or_refuse(net, meta["method"], meta["arch"])
     dataset_json = json.loads((plans_file.parent / "dataset.json").read_text())
@@ -204,15 +223,15 @@ def apply_adapter(adapter_dir: str | Path, base_weights: str | Path, plans_file:
     with atomic_dir(output, overwrite) as tmp:
         _write_model_folder(tmp, net, trainer_name, plans, dataset_json, configuration, record)
     path = output / "fold_all" / "checkpoint_final.pth"
-    print(f"Wrote {path} ({'merged into ' if merge else ''}{trainer_name}); predict with "
-          f"nnUNetv2_predict_from_modelfolder -i IN -o OUT -m {output} -f all")
+    logger.info(f"Wrote {path} ({'merged into ' if merge else ''}{trainer_name}); predict with "
+                f"nnUNetv2_predict_from_modelfolder -i IN -o OUT -m {output} -f all")
     return path
 
 
 def _merge_or_refuse(net: nn.Module, method: str, arch: str) -> str:
     from hippo_peft.networks import get_arch
     if method == "hyps":
-        raise ValueError("HyPS cannot be merged into the base network: its serial adapters are non-linear (ReLU) and "
+        raise InputError("HyPS cannot be merged into the base network: its serial adapters are non-linear (ReLU) and "
                          "have no equivalent linear weight. Predict with the HyPS trainer itself "
                          "(nnUNetv2_predict ... -tr nnUNetTrainer_<backbone>_HyPS). Nothing was written.")
     adapters.merge(net)
@@ -232,11 +251,11 @@ def merge_model(model_dir: str | Path, output: str | Path, folds=None, overwrite
                                 {"hippo_peft_merged_from": trainer.__name__,
                                  "inference_allowed_mirroring_axes": checkpoint.get(
                                      "inference_allowed_mirroring_axes", (0, 1, 2))}, fold=fold)
-            print(f"Merged {fold_dir.name} of {trainer.__name__} into {base_trainer}: "
-                  f"{output / fold_dir.name / 'checkpoint_final.pth'}")
+            logger.info(f"Merged {fold_dir.name} of {trainer.__name__} into {base_trainer}: "
+                        f"{output / fold_dir.name / 'checkpoint_final.pth'}")
         for extra in ("dataset_fingerprint.json",):
             if (model_dir / extra).is_file():
                 shutil.copy(model_dir / extra, tmp / extra)
-    print(f"Predict with: nnUNetv2_predict_from_modelfolder -i IN -o OUT -m {output} -f "
-          f"{' '.join(p.name[5:] for p in _fold_dirs(output, None))}")
+    logger.info(f"Predict with: nnUNetv2_predict_from_modelfolder -i IN -o OUT -m {output} -f "
+                f"{' '.join(p.name[5:] for p in _fold_dirs(output, None))}")
     return output

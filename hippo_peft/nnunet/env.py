@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import hippo_peft
+from hippo_peft.errors import HippoPeftError, OutputExistsError
 
 NNUNET_PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 EXT_TRAINER_DIR = Path(hippo_peft.__file__).resolve().parent / "nnunet_ext"
@@ -20,7 +21,7 @@ except ImportError:
 '''
 
 
-class NnUNetEnvError(RuntimeError):
+class NnUNetEnvError(HippoPeftError, RuntimeError):
     pass
 
 
@@ -50,7 +51,7 @@ def install_shim(trainer_dir: Path | None = None) -> Path:
     """Write the guarded re-export module into nnunetv2's trainer folder. Refuses to replace a foreign file."""
     target = (trainer_dir or nnunet_trainer_dir()) / SHIM_NAME
     if target.exists() and SHIM_MARKER not in target.read_text():
-        raise FileExistsError(f"{target} exists and was not written by hippo-peft; not touching it.")
+        raise OutputExistsError(f"{target} exists and was not written by hippo-peft; not touching it.")
     target.write_text(SHIM_SOURCE)
     return target
 
@@ -61,6 +62,6 @@ def uninstall_shim(trainer_dir: Path | None = None) -> Path | None:
     if not target.exists():
         return None
     if SHIM_MARKER not in target.read_text():
-        raise FileExistsError(f"{target} was not written by hippo-peft; not removing it.")
+        raise OutputExistsError(f"{target} was not written by hippo-peft; not removing it.")
     target.unlink()
     return target

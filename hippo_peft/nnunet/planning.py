@@ -1,10 +1,13 @@
 """`hippo-peft plan`: nnU-Net fingerprint -> our planner -> nnU-Net preprocessing (reused when already there)."""
 from __future__ import annotations
 
+import logging
 import os
 from typing import Sequence
 
 from hippo_peft.nnunet.env import require_nnunet_paths
+
+logger = logging.getLogger(__name__)
 
 
 def _preprocessed_complete(dataset_name: str, data_identifier: str) -> bool:
@@ -59,13 +62,14 @@ def plan_dataset(dataset: str | int, arch: str, preset: str, patch_size: Sequenc
             os.environ["nnUNet_n_proc_DA"] = saved
     name = planner.plans_identifier
     config = plans["configurations"]["3d_fullres"]
-    print(f"{name}: {config['architecture']['network_class_name']} preset '{preset}', patch size "
-          f"{config['patch_size']} (nnU-Net planned {config['hippo_peft']['planned_patch_size']}), batch size "
-          f"{config['batch_size']}, data '{config['data_identifier']}'")
+    logger.info(f"{name}: {config['architecture']['network_class_name']} preset '{preset}', patch size "
+                f"{config['patch_size']} (nnU-Net planned {config['hippo_peft']['planned_patch_size']}), batch size "
+                f"{config['batch_size']}, data '{config['data_identifier']}'")
     if preprocess:
         if _preprocessed_complete(dataset_name, config["data_identifier"]):
-            print(f"Reusing preprocessed data in {join(nnUNet_preprocessed, dataset_name, config['data_identifier'])}"
-                  f" (same spacing and normalisation).")
+            logger.info(f"Reusing preprocessed data in "
+                        f"{join(nnUNet_preprocessed, dataset_name, config['data_identifier'])} (same spacing and "
+                        f"normalisation).")
         else:
             preprocess_dataset(dataset_id, name, ["3d_fullres"], [num_processes])
     return name

@@ -13,6 +13,7 @@ import math
 from copy import deepcopy
 from typing import Sequence
 
+from hippo_peft.errors import InputError
 from hippo_peft.networks.presets import PRESET_BATCH_SIZE, arch_for_class_name, get_arch, get_preset
 
 # Rounding a planned patch up may at most grow it by this factor in voxels (hippocampus crops: 40x56x40 -> 64^3
@@ -29,11 +30,11 @@ def round_patch_size(patch_size: Sequence[int], divisor: int, max_growth: float 
     """
     patch_size = [int(p) for p in patch_size]
     if any(p <= 0 for p in patch_size):
-        raise ValueError(f"Patch size must be positive, got {patch_size}.")
+        raise InputError(f"Patch size must be positive, got {patch_size}.")
     rounded = [int(math.ceil(p / divisor) * divisor) for p in patch_size]
     growth = math.prod(rounded) / math.prod(patch_size)
     if growth > max_growth:
-        raise ValueError(
+        raise InputError(
             f"Rounding patch size {patch_size} up to multiples of {divisor} gives {rounded}, {growth:.1f}x the voxels "
             f"(limit {max_growth}x). Choose a patch size yourself with `hippo-peft plan ... --patch-size X Y Z` "
             f"(each a multiple of {divisor}).")
@@ -46,7 +47,7 @@ def check_patch_size(patch_size: Sequence[int], divisor: int, what: str = "patch
     bad = [p for p in patch_size if p <= 0 or p % divisor]
     if len(patch_size) != 3 or bad:
         suggestion = [max(divisor, int(math.ceil(max(p, 1) / divisor) * divisor)) for p in patch_size]
-        raise ValueError(f"{what} {patch_size} is not three positive multiples of {divisor}; "
+        raise InputError(f"{what} {patch_size} is not three positive multiples of {divisor}; "
                          f"for example use {' '.join(map(str, suggestion))}.")
     return patch_size
 
@@ -100,13 +101,13 @@ def adapt_plans_for_trainer(plans: dict, configuration: str, arch: str, default_
     spec = get_arch(arch)
     config = resolve_configuration(plans, configuration)
     if len(config["patch_size"]) != 3:
-        raise ValueError(f"{spec.trainer} is a 3D network; configuration '{configuration}' is "
+        raise InputError(f"{spec.trainer} is a 3D network; configuration '{configuration}' is "
                          f"{len(config['patch_size'])}D. Use 3d_fullres (or another 3D configuration).")
     planned = arch_for_class_name(config.get("architecture", {}).get("network_class_name", ""))
     new_plans = deepcopy(plans)
     if planned is not None:
         if planned.name != spec.name:
-            raise ValueError(
+            raise InputError(
                 f"Plans '{plans.get('plans_name')}' configuration '{configuration}' were made for "
                 f"{planned.network_class_name}; this trainer trains {spec.network_class_name}. Use "
                 f"-tr {planned.trainer} or re-plan with `hippo-peft plan -d ... --arch {spec.name}`.")

@@ -14,10 +14,11 @@ count, so our trainers load with :func:`load_pretrained` instead. Rules, applied
 5. anything else of another shape, or absent from the source -> skipped, with the reason.
 
 If less than ``min_fraction`` of the target's numbers could be loaded (e.g. another backbone or preset), the load
-is refused. Every decision is returned in a :class:`LoadReport` and printed.
+is refused. Every decision is returned in a :class:`LoadReport` and logged (trainers write it to nnU-Net's log).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,11 +26,15 @@ from typing import Callable
 import torch
 from torch import nn
 
+from hippo_peft.errors import HippoPeftError
+
+logger = logging.getLogger(__name__)
+
 WRAPPER_KEYS = ("network_weights", "state_dict", "model_state_dict", "net", "model", "module")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 
-class WeightsMismatchError(RuntimeError):
+class WeightsMismatchError(HippoPeftError, RuntimeError):
     """The checkpoint does not fit the network (wrong backbone, preset or patch size)."""
 
 
@@ -161,9 +166,11 @@ def transfer_weights(network: nn.Module, source: dict[str, torch.Tensor], in_cha
 
 
 def load_pretrained(network: nn.Module, path: str | Path, in_channels: int, min_fraction: float = 0.5,
-                    log: Callable[[str], None] = print) -> LoadReport:
-    """Read ``path`` and transfer it into ``network``; the report is passed to ``log``."""
+                    log: Callable[[str], None] | None = None) -> LoadReport:
+    """Read ``path`` and transfer it into ``network``; the report is passed to ``log`` (default: this module's
+    logger at INFO; trainers pass their ``print_to_log_file``)."""
     from hippo_peft.safe_load import TRUST_ENV, trust_from_env
+    log = log or logger.info
     if trust_from_env():
         log(f"{TRUST_ENV}=1: {path} may be unpickled without the allow-list (only for files you trust).")
     report = transfer_weights(network, read_state_dict(path), in_channels, min_fraction)
