@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import os
 import statistics
@@ -30,7 +31,8 @@ import time
 from pathlib import Path
 
 PATCH = {"unetr": [48, 64, 48], "swinunetr": [64, 64, 64]}
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: its hippo_peft
+if importlib.util.find_spec("hippo_peft") is None:  # not installed: this checkout's library (its trainers/ and
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # planners/ need the install: bash scripts/setup.sh)
 from hippo_peft.experiments.benchmark import adapter_methods  # noqa: E402  (every setting of every registered method)
 
 

@@ -68,7 +68,33 @@ fi
 if ! "$PY" -c "import SimpleITK" 2>/dev/null; then
   export PYTHONPATH=$REPO/scripts/gpu_stubs${PYTHONPATH:+:$PYTHONPATH}
 fi
-export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}  # hippo_peft from this checkout
+# hippo_peft from this checkout. trainers/ and planners/ become hippo_peft.trainers / hippo_peft.planners only through
+# an install (setup.cfg package_dir), so a PYTHONPATH entry would not do: unless $PY already imports this checkout's
+# hippo_peft (the editable install of scripts/setup.sh), install it like the wheels, offline, with the setuptools
+# that is there. GPU_CHECK_INSTALL_CHECKOUT=1 installs it in any case (the tests check this path on the CPU).
+checkout_imported() {  # from outside the checkout, as every step runs
+  (cd / && "$PY" -c "import importlib.util as u, os, sys; s = u.find_spec('hippo_peft.trainers'); \
+sys.exit(not s or os.path.realpath(u.find_spec('hippo_peft').origin) != os.path.realpath('$REPO/hippo_peft/__init__.py'))") \
+    2>/dev/null
+}
+if [ "${GPU_CHECK_INSTALL_CHECKOUT:-0}" = 1 ] || ! checkout_imported; then
+  t0=$(date +%s)
+  mkdir -p "$WORK/src"  # a copy: setuptools builds in the source tree (build/, *.egg-info)
+  cp -r "$REPO/setup.cfg" "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/hippo_peft" "$REPO/trainers" \
+    "$REPO/planners" "$WORK/src/"
+  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$WORK/site" \
+    "$WORK/src" >"$LOGS/install_checkout.log" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || echo "installing the checkout failed (rc $rc): see logs/install_checkout.log"
+  export PYTHONPATH=$WORK/site${PYTHONPATH:+:$PYTHONPATH}
+  ok=false
+  if [ $rc -eq 0 ] && (cd / && "$PY" -c "import importlib.util as u, os, sys; s = u.find_spec('hippo_peft.trainers'); \
+sys.exit(not s or not os.path.realpath(s.origin).startswith(os.path.realpath('$WORK/site') + os.sep))") 2>/dev/null
+  then ok=true; fi
+  printf '{"step": "install-checkout", "rc": %d, "ok": %s, "seconds": %d}\n' "$rc" "$ok" "$(( $(date +%s) - t0 ))" \
+    >>"$RESULTS"
+fi
+cd "$WORK"  # the steps run outside the checkout: its hippo_peft/ folder must not shadow the installed package
 STEPS_PY="$PY $REPO/scripts/gpu_check_steps.py"
 export STEPS_PY
 

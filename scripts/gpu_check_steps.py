@@ -15,6 +15,7 @@ autocast, a GradScaler); ``--device cpu`` is the dry run's stand-in (bf16 autoca
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -22,7 +23,8 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: its hippo_peft
+if importlib.util.find_spec("hippo_peft") is None:  # not installed: this checkout's library (its trainers/ and
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # planners/ need the install: bash scripts/setup.sh)
 
 # Tolerances of the property matrix under autocast, relative to the output's largest magnitude. One fp16 rounding is
 # 2^-11 (5e-4), one bf16 rounding 2^-8 (4e-3); an exact start and a merge add or fold a few matrix products per
@@ -49,6 +51,11 @@ def autocast_dtype(device: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ a. versions
+def _origin(module: str) -> str | None:
+    spec = importlib.util.find_spec(module)
+    return str(Path(spec.origin).resolve().parent) if spec and spec.origin else None
+
+
 def cmd_versions(args) -> int:
     import importlib
     import importlib.metadata as md
@@ -74,7 +81,7 @@ def cmd_versions(args) -> int:
               "device": args.device, "cuda_available": cuda, "cuda": torch.version.cuda,
               "gpu": torch.cuda.get_device_name(0) if cuda else None,
               "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2 ** 30, 1) if cuda else None,
-              "packages": versions, "imports": imports}
+              "packages": versions, "imports": imports, "hippo_peft_from": _origin("hippo_peft")}
     record["ok"] = record["ok"] and all(v in ("ok", "stub") for k, v in imports.items() if k != "SimpleITK")
     emit(args.jsonl, record)
     return 0 if record["ok"] else 1

@@ -96,3 +96,96 @@ def minimal_plans(arch: str, preset: str, patch_size, n_channels: int = 1) -> tu
                     "labels": {"background": 0, "Anterior": 1, "Posterior": 2}, "numTraining": 10,
                     "file_ending": ".nii.gz"}
     return plans, dataset_json
+
+
+# ---- helpers several test modules use (test modules never import each other) -----------------------------------
+
+# source folder -> installed package (setup.cfg package_dir)
+SOURCE_ROOTS = {"hippo_peft": REPO / "hippo_peft", "hippo_peft.trainers": REPO / "trainers",
+                "hippo_peft.planners": REPO / "planners"}
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package, by its installed dotted name -> its source file."""
+    found = {}
+    for package, folder in SOURCE_ROOTS.items():
+        for path in folder.rglob("*.py"):
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join([package, *parts])] = path
+    return found
+
+
+TINY_PATCH = {"unetr": [48, 64, 48], "swinunetr": [64, 64, 64]}
+
+
+def tiny(arch: str, seed: int = 0) -> torch.nn.Module:
+    """The 'tiny' preset of a backbone, seeded: small enough for CPU tests."""
+    from hippo_peft.networks import build_network, get_arch, get_preset
+    torch.manual_seed(seed)
+    return build_network(get_arch(arch).network_class_name, get_preset(arch, "tiny"), TINY_PATCH[arch], 1, 3)
+
+
+def trained_model_folder(tmp_path, trainer, adapter_cfg=None):
+    """What nnUNetv2_train leaves behind, made in-process: plans.json, dataset.json, fold_all/checkpoint_final.pth
+    of an adapted tiny UNETR whose adapter moved away from its start; plus the base checkpoint it started from."""
+    from hippo_peft import adapters as A
+    from hippo_peft.networks import build_network
+    patch = TINY_PATCH["unetr"]
+    plans, dataset_json = minimal_plans("unetr", "tiny", patch)
+    config = plans["configurations"]["3d_fullres"]["architecture"]
+    torch.manual_seed(0)
+    base = build_network(config["network_class_name"], config["arch_kwargs"], patch, 1, 3)
+    torch.save({"network_weights": base.state_dict()}, tmp_path / "base.pth")
+    adapter_cfg = adapter_cfg or trainer.adapter_config()
+    net = A.inject(base, adapter_cfg)
+    with torch.no_grad():
+        for p in A.trainable_parameters(net):
+            p.add_(0.05 * torch.randn_like(p))
+    model = tmp_path / "results" / f"{trainer.__name__}__nnUNetPlans_UNETR_tiny__3d_fullres"
+    (model / "fold_all").mkdir(parents=True)
+    (model / "plans.json").write_text(json.dumps(plans))
+    (model / "dataset.json").write_text(json.dumps(dataset_json))
+    torch.save({"network_weights": net.state_dict(), "trainer_name": trainer.__name__,
+                "init_args": {"configuration": "3d_fullres"}, "inference_allowed_mirroring_axes": (0, 1, 2),
+                "optimizer_state": {"exp_avg": [torch.zeros_like(p) for p in net.parameters()]},
+                "hippo_peft_adapter": {"base_fingerprint": A.injected_fingerprint(net),
+                                       "config": adapter_cfg.to_dict()}},
+               model / "fold_all" / "checkpoint_final.pth")
+    return model, net.eval()
+
+
+# t-product algebra of real third-order tensors (Kilmer & Martin): the definitions LoRA-PT's t-SVD and its FFT-free
+# slices are checked against (hippo_peft itself never forms these products).
+
+def t_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a * b`` for real (n1 x n2 x n3) and (n2 x n4 x n3) tensors: slice-wise products in the Fourier domain."""
+    n3 = a.shape[2]
+    af, bf = torch.fft.rfft(a.float(), dim=2), torch.fft.rfft(b.float(), dim=2)
+    return torch.fft.irfft(torch.einsum("ijk,jlk->ilk", af, bf), n=n3, dim=2)
+
+
+def t_transpose(a: torch.Tensor) -> torch.Tensor:
+    """Tensor transpose: every frontal slice transposed, slices 2..n3 in reverse order."""
+    idx = [0] + list(range(a.shape[2] - 1, 0, -1))
+    return a.transpose(0, 1)[:, :, idx]
+
+
+def compose(u: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``U * S * V^T`` with ``U`` (n1 x r x n3), f-diagonal ``S`` given as its r tubes (r x n3), ``V`` (n2 x r x n3),
+    computed slice-wise in the Fourier domain (``fft(V^T)_k = fft(V)_k^H``) in float32."""
+    n3 = u.shape[2]
+    uf = torch.fft.rfft(u.float(), dim=2)
+    sf = torch.fft.rfft(s.float(), dim=1)
+    vf = torch.fft.rfft(v.float(), dim=2)
+    return torch.fft.irfft(torch.einsum("irk,rk,jrk->ijk", uf, sf, vf.conj()), n=n3, dim=2)
+
+
+def compose_slices(u: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """:func:`compose` laid out frontal slices first (n3 x n1 x n2)."""
+    n3 = u.shape[2]
+    uf = torch.fft.rfft(u.float(), dim=2) * torch.fft.rfft(s.float(), dim=1)  # (n1, r, F): U_k S_k
+    vf = torch.fft.rfft(v.float(), dim=2)
+    pf = torch.matmul(uf.permute(2, 0, 1), vf.conj().permute(2, 1, 0))  # (F, n1, n2): U_k S_k V_k^H
+    return torch.fft.irfft(pf, n=n3, dim=0)

@@ -9,37 +9,10 @@ import torch
 
 from hippo_peft import adapters as A
 from hippo_peft.nnunet.adapter_files import AdapterMismatchError, apply_adapter, export_adapter, merge_model
-from hippo_peft.networks import build_network
 from hippo_peft.trainers import nnUNetTrainer_UNETR_HyPS, nnUNetTrainer_UNETR_LoRAPT
-from tests.conftest import minimal_plans
+from tests.conftest import trained_model_folder
 
 PATCH = [48, 64, 48]
-
-
-def trained_model_folder(tmp_path, trainer, adapter_cfg=None):
-    """What nnUNetv2_train leaves behind, made in-process: plans.json, dataset.json, fold_all/checkpoint_final.pth
-    of an adapted tiny UNETR whose adapter moved away from its start; plus the base checkpoint it started from."""
-    plans, dataset_json = minimal_plans("unetr", "tiny", PATCH)
-    config = plans["configurations"]["3d_fullres"]["architecture"]
-    torch.manual_seed(0)
-    base = build_network(config["network_class_name"], config["arch_kwargs"], PATCH, 1, 3)
-    torch.save({"network_weights": base.state_dict()}, tmp_path / "base.pth")
-    adapter_cfg = adapter_cfg or trainer.adapter_config()
-    net = A.inject(base, adapter_cfg)
-    with torch.no_grad():
-        for p in A.trainable_parameters(net):
-            p.add_(0.05 * torch.randn_like(p))
-    model = tmp_path / "results" / f"{trainer.__name__}__nnUNetPlans_UNETR_tiny__3d_fullres"
-    (model / "fold_all").mkdir(parents=True)
-    (model / "plans.json").write_text(json.dumps(plans))
-    (model / "dataset.json").write_text(json.dumps(dataset_json))
-    torch.save({"network_weights": net.state_dict(), "trainer_name": trainer.__name__,
-                "init_args": {"configuration": "3d_fullres"}, "inference_allowed_mirroring_axes": (0, 1, 2),
-                "optimizer_state": {"exp_avg": [torch.zeros_like(p) for p in net.parameters()]},
-                "hippo_peft_adapter": {"base_fingerprint": A.injected_fingerprint(net),
-                                       "config": adapter_cfg.to_dict()}},
-               model / "fold_all" / "checkpoint_final.pth")
-    return model, net.eval()
 
 
 def logits(folder, x):

@@ -11,11 +11,12 @@ from torch import nn
 
 from hippo_peft import adapters as A
 from hippo_peft.adapters.lorapt import PrincipalTensor
-from hippo_peft.adapters.tsvd import compose, compose_slices, t_product, t_svd, t_transpose
+from hippo_peft.adapters.tsvd import t_svd
 from hippo_peft.networks import build_network, get_arch, get_preset
 from hippo_peft.experiments.synthetic import make_phantom
+from tests.conftest import TINY_PATCH, compose, compose_slices, t_product, t_transpose, tiny
 
-PATCH = {"unetr": [48, 64, 48], "swinunetr": [64, 64, 64]}
+PATCH = TINY_PATCH
 METHOD_KW = {"lora": dict(rank=4), "dora": dict(rank=4), "pissa": dict(rank=4), "pdora": dict(rank=4),
              "hyps": dict(rank=2, bottleneck=2), "lorapt": dict(rank=1), "headonly": {}, "decoderonly": {},
              "cnnonly": {}}
@@ -30,11 +31,6 @@ DECODER_BLOCKS = {"unetr": ("decoder2", "decoder3", "decoder4", "decoder5"),
 SKIP_ENCODERS = {"unetr": ("encoder1", "encoder2", "encoder3", "encoder4"),
                  "swinunetr": ("encoder1", "encoder2", "encoder3", "encoder4", "encoder10")}
 TRANSFORMER = {"unetr": "vit", "swinunetr": "swinViT"}
-
-
-def tiny(arch: str, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return build_network(get_arch(arch).network_class_name, get_preset(arch, "tiny"), PATCH[arch], 1, 3)
 
 
 def real_batch(arch: str, n: int = 2, seed: int = 0):

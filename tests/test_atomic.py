@@ -15,8 +15,7 @@ import torch
 
 from hippo_peft.atomic import atomic_dir, atomic_file
 from hippo_peft.trainers import nnUNetTrainer_UNETR_LoRAPT
-from tests.conftest import minimal_plans
-from tests.test_adapter_files import trained_model_folder
+from tests.conftest import minimal_plans, trained_model_folder
 
 REPO = Path(__file__).resolve().parents[1]
 

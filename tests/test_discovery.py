@@ -1,11 +1,13 @@
 """nnU-Net finds our trainers from a normal install: through nnUNet_extTrainer, or the opt-in in-tree shim.
 Everything here runs in subprocesses from a directory outside the repo, as a user's nnUNetv2_train does."""
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
-from hippo_peft.nnunet.env import SHIM_MARKER, install_shim, uninstall_shim
+from hippo_peft.nnunet.env import SHIM_MARKER, SHIM_NAME, install_shim, uninstall_shim
 from tests.conftest import REPO, bin_path, run
 
 FIND = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f; "
@@ -48,38 +50,94 @@ def test_users_near_miss_trainer_in_a_later_ext_folder_is_found(nnunet_env, tmp_
     assert "FOUND my_trainers nnUNetTrainer_UNETR_shortt" in proc.stdout
 
 
+MAPPED = ("import importlib.util, pathlib, hippo_peft.trainers as t, hippo_peft.planners as p; "
+          "from hippo_peft.trainers import nnUNetTrainer_UNETR as c; "
+          "from hippo_peft.planners import transformer_planner as tp; "
+          "print(t.__name__, p.__name__, c.__module__, tp.__name__); "
+          "print(importlib.util.find_spec('trainers'), importlib.util.find_spec('planners')); "
+          "print(pathlib.Path(t.__file__).resolve()); print(pathlib.Path(p.__file__).resolve())")
+
+
 @pytest.mark.e2e
 def test_installed_package_has_mapped_subpackages_from_anywhere(nnunet_env, tmp_path):
-    code = ("import hippo_peft.trainers as t, hippo_peft.planners as p, os; "
-            "print(os.path.dirname(t.__file__)); print(os.path.dirname(p.__file__))")
-    out = run([sys.executable, "-c", code], nnunet_env, tmp_path).stdout.split()
-    assert out[0].endswith(os.path.join("hippo_peft", "trainers"))
-    assert out[1].endswith(os.path.join("hippo_peft", "planners"))
-    # and no generic top-level names were installed
-    proc = run([sys.executable, "-c", "import trainers"], nnunet_env, tmp_path, check=False)
-    assert proc.returncode != 0
+    """From any directory (editable or regular install): trainers/ and planners/ are hippo_peft.trainers /
+    hippo_peft.planners, and no generic top-level `trainers` / `planners` exist."""
+    out = run([sys.executable, "-c", MAPPED], nnunet_env, tmp_path).stdout.splitlines()
+    assert out[0].split() == ["hippo_peft.trainers", "hippo_peft.planners", "hippo_peft.trainers.nnUNetTrainer_UNETR",
+                              "hippo_peft.planners.transformer_planner"]
+    assert out[1] == "None None"
+    for line, folder in zip(out[2:4], ("trainers", "planners")):
+        init = Path(line)
+        # editable: the source folder; regular install: site-packages/hippo_peft/<folder>
+        assert init.name == "__init__.py" and init.parent.name == folder
+        assert init.parent == REPO / folder or init.parent.parent.name == "hippo_peft"
 
 
 @pytest.mark.e2e
 def test_source_checkout_resolves_mapped_subpackages(nnunet_env):
-    code = "import hippo_peft.trainers as t; print(t.__file__)"
-    out = run([sys.executable, "-c", code], nnunet_env, REPO).stdout.strip()
-    assert out == str(REPO / "trainers" / "__init__.py")
+    """From the checkout (hippo_peft/ imported from the source folder), the mapped subpackages are the source
+    folders too: an edit in trainers/ is what runs."""
+    out = run([sys.executable, "-c", MAPPED], nnunet_env, REPO).stdout.splitlines()
+    assert out[0].split()[:2] == ["hippo_peft.trainers", "hippo_peft.planners"]
+    assert out[2:4] == [str(REPO / "trainers" / "__init__.py"), str(REPO / "planners" / "__init__.py")]
 
 
 @pytest.mark.e2e
-def test_in_tree_shim_install_and_uninstall(nnunet_env, tmp_path):
-    env = {k: v for k, v in nnunet_env.items() if k != "nnUNet_extTrainer"}
-    assert find("nnUNetTrainer_UNETR", env, tmp_path, check=False).returncode != 0
-    hp = bin_path("hippo-peft")
-    try:
-        run([hp, "install-shim"], env, tmp_path)
-        assert "FOUND hippo_peft.trainers" in find("nnUNetTrainer_UNETR", env, tmp_path).stdout
-        assert "installed at" in run([hp, "env"], env, tmp_path).stdout
-    finally:
-        run([hp, "uninstall-shim"], env, tmp_path)
-    assert find("nnUNetTrainer_UNETR", env, tmp_path, check=False).returncode != 0
-    assert "No hippo_peft shim" in run([hp, "uninstall-shim"], env, tmp_path).stdout
+def test_wheel_holds_the_mapped_subpackages_and_nothing_top_level(tmp_path):
+    """The wheel a user installs: trainers/ and planners/ inside hippo_peft/, no top-level trainers/, planners/ or
+    tests/. Built offline from the checkout (no build isolation, no index)."""
+    import zipfile
+    env = dict(os.environ, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    build = tmp_path / "src"
+    # a copy: setuptools builds in-tree (build/, *.egg-info), and a stale build/lib would leak into the wheel
+    shutil.copytree(REPO, build, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "nnunet_work", ".whl",
+        ".gpu_sample", "gpu_check_out", "*.pth", "*.nii.gz", "*.safetensors"))
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w",
+         str(tmp_path / "dist"), str(build)], env, tmp_path)
+    wheel, = (tmp_path / "dist").glob("hippo_peft-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for folder in ("trainers", "planners"):
+        assert {f"{folder}/{p.name}" for p in (REPO / folder).glob("*.py")} <= \
+            {n.removeprefix("hippo_peft/") for n in names if n.startswith(f"hippo_peft/{folder}/")}
+    tops = {n.split("/", 1)[0] for n in names}
+    assert not tops & {"trainers", "planners", "tests", "scripts", "benchmarks", "docs"}, sorted(tops)
+    assert tops <= {"hippo_peft", wheel.name.split("-py")[0] + ".dist-info"}, sorted(tops)
+
+
+def _find_in(folder, name):
+    """nnU-Net's own lookup over one trainer folder, as recursive_find_trainer_class_by_name does for its own."""
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+    return recursive_find_python_class(str(folder), name, None, base_folder=str(folder),
+                                       cleanup_imports_from_base_folder=True)
+
+
+def test_in_tree_shim_install_and_uninstall(tmp_path, monkeypatch, capsys, caplog):
+    """The shim makes our classes findable by nnU-Net's lookup, through the commands users run; a stand-in for
+    nnunetv2's trainer folder keeps the test out of site-packages."""
+    from hippo_peft import cli
+    from hippo_peft.nnunet import env as nnunet_env_module
+    from hippo_peft.trainers import nnUNetTrainer_UNETR
+    folder = tmp_path / "nnUNetTrainer"
+    folder.mkdir()
+    monkeypatch.setattr(nnunet_env_module, "nnunet_trainer_dir", lambda: folder)
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+    shim = folder / SHIM_NAME
+    caplog.set_level("INFO")
+
+    def says(text):
+        return text in capsys.readouterr().out + caplog.text
+
+    assert _find_in(folder, "nnUNetTrainer_UNETR") is None
+    assert cli.main(["install-shim"]) in (0, None) and shim.is_file()
+    assert _find_in(folder, "nnUNetTrainer_UNETR") is nnUNetTrainer_UNETR
+    capsys.readouterr()
+    assert cli.main(["env"]) in (0, None) and says(f"installed at {shim}")
+    assert cli.main(["uninstall-shim"]) in (0, None) and not shim.exists()
+    assert _find_in(folder, "nnUNetTrainer_UNETR") is None
+    capsys.readouterr()
+    caplog.clear()
+    assert cli.main(["uninstall-shim"]) in (0, None) and says("No hippo_peft shim")
 
 
 def test_shim_never_touches_a_foreign_file(tmp_path):

@@ -10,9 +10,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from hippo_peft.adapters.tsvd import compose
 from hippo_peft.experiments.demo import dice_table
-from tests.conftest import bin_path, link_cases, run, write_dataset_json
+from tests.conftest import bin_path, compose, link_cases, run, write_dataset_json
 
 N_TRAIN, N_TEST, N_UNLABELLED = 10, 4, 2
 # Dice of the whole hippocampus (Anterior+Posterior) on held-out cases. Runs of this 500-iteration CPU schedule

@@ -10,8 +10,7 @@ import pytest
 from hippo_peft import cli
 from hippo_peft.errors import HippoPeftError, InputError
 from hippo_peft.experiments.synthetic import write_dataset
-from tests.conftest import bin_path, minimal_plans, run
-from tests.test_import_graph import modules
+from tests.conftest import bin_path, minimal_plans, modules, run
 
 
 def test_our_error_is_one_line_and_exit_2(monkeypatch, capsys):

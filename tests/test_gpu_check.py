@@ -75,3 +75,17 @@ def test_a_step_that_times_out_leaves_the_others_reported(tmp_path):
     assert proc.returncode == 1
     summary = (out / "summary.md").read_text()
     assert "| adapters | TIMED OUT |" in summary and "| bench | ok |" in summary
+
+
+@pytest.mark.e2e
+def test_checkout_is_installed_where_python_does_not_import_it(tmp_path):
+    """The GPU machine's python has no hippo_peft: the check installs this checkout (offline, like the wheels), and
+    hippo_peft.trainers comes from that install, not from the source tree (forced here, where .venv has it)."""
+    proc, records, out = dry_run(tmp_path, "--steps", "versions", GPU_CHECK_INSTALL_CHECKOUT="1")
+    install = [r for r in records if r["step"] == "install-checkout"]
+    assert install and install[0]["ok"] and install[0]["rc"] == 0, proc.stdout + proc.stderr
+    versions = next(r for r in records if r["step"] == "versions")
+    assert versions["imports"]["hippo_peft.trainers"] == "ok", versions
+    assert not versions["hippo_peft_from"].startswith(str(REPO) + os.sep), versions["hippo_peft_from"]
+    assert versions["hippo_peft_from"].endswith(os.path.join("site", "hippo_peft")), versions["hippo_peft_from"]
+    assert proc.returncode == 0, proc.stdout + proc.stderr

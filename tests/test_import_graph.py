@@ -1,23 +1,7 @@
 """The module graph has no cycles, counting imports inside functions too: data flows one way."""
 import ast
-from pathlib import Path
 
-from tests.conftest import REPO
-
-# source folder -> installed package (setup.cfg package_dir)
-ROOTS = {"hippo_peft": REPO / "hippo_peft", "hippo_peft.trainers": REPO / "trainers",
-         "hippo_peft.planners": REPO / "planners"}
-
-
-def modules() -> dict[str, Path]:
-    found = {}
-    for package, folder in ROOTS.items():
-        for path in folder.rglob("*.py"):
-            parts = list(path.relative_to(folder).with_suffix("").parts)
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            found[".".join([package, *parts])] = path
-    return found
+from tests.conftest import modules
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -12,8 +12,7 @@ from hippo_peft import cli, trainers
 from hippo_peft.experiments import benchmark, benchmark_report
 from hippo_peft.adapters.config import LoRAConfig
 from hippo_peft.adapters.lora import LoRALinear
-from tests.conftest import REPO
-from tests.test_adapters import PATCH, tiny
+from tests.conftest import REPO, TINY_PATCH, tiny
 
 
 @dataclass
@@ -50,7 +49,7 @@ def _efficiency_benchmark():
 def test_a_registered_method_is_everywhere(toy):
     assert "toy" in A.CONFIGS and A.make_config("toy", rank=2).rank == 2
     net = tiny("unetr").eval()
-    x = torch.randn(1, 1, *PATCH["unetr"])
+    x = torch.randn(1, 1, *TINY_PATCH["unetr"])
     with torch.no_grad():
         before = net(x)
         A.inject(net, A.make_config("toy", rank=2, train_extra="decoder_head"))

@@ -15,7 +15,7 @@ import torch
 
 from hippo_peft.safe_load import UnsafeCheckpointError, WeightsFileError, load_weights_file
 from hippo_peft.nnunet.weights import read_state_dict
-from tests.conftest import bin_path, minimal_plans
+from tests.conftest import bin_path, minimal_plans, trained_model_folder
 
 
 class _Payload:
@@ -206,7 +206,6 @@ def _refused(proc: subprocess.CompletedProcess, marker: Path) -> bool:
 def test_payload_through_export_merge_apply(tmp_path, nnunet_env):
     """A fold's checkpoint swapped for the payload (export-adapter, merge), and the payload as apply-adapter --base:
     refused through the real commands, the global named, nothing written."""
-    from tests.test_adapter_files import trained_model_folder
     from hippo_peft.trainers import nnUNetTrainer_UNETR_LoRAPT
     model, _ = trained_model_folder(tmp_path, nnUNetTrainer_UNETR_LoRAPT)
     hp = bin_path("hippo-peft")
@@ -257,7 +256,6 @@ def test_broken_adapter_files_give_one_line_and_write_nothing(tmp_path, capsys):
 
     from hippo_peft.cli import main
     from hippo_peft.trainers import nnUNetTrainer_UNETR_LoRAPT
-    from tests.test_adapter_files import trained_model_folder
     model, _ = trained_model_folder(tmp_path, nnUNetTrainer_UNETR_LoRAPT)
     good = tmp_path / "adapter"
     assert main(["export-adapter", str(model / "fold_all"), "-o", str(good)]) == 0

@@ -1,4 +1,4 @@
-"""t-SVD and the t-product of real third-order tensors (Kilmer & Martin), in float32/float64 with autocast off.
+"""The t-SVD of real third-order tensors (Kilmer & Martin), in float64, returning float32 factors.
 
 For ``A`` in R^{n1 x n2 x n3}: ``Â = fft(A, dim=2)``; the t-product ``A * B`` multiplies matching frontal slices
 in the Fourier domain; ``A^T`` transposes every slice and reverses slices 2..n3, so ``fft(A^T)_k = fft(A)_k^H``.
@@ -14,52 +14,14 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from hippo_peft.adapters.core import full_precision
 from hippo_peft.errors import InputError
-
-
-def t_product(a: Tensor, b: Tensor) -> Tensor:
-    """``a * b`` for real (n1 x n2 x n3) and (n2 x n4 x n3) tensors."""
-    with full_precision(a.device):
-        n3 = a.shape[2]
-        af, bf = torch.fft.rfft(a.float(), dim=2), torch.fft.rfft(b.float(), dim=2)
-        return torch.fft.irfft(torch.einsum("ijk,jlk->ilk", af, bf), n=n3, dim=2)
-
-
-def t_transpose(a: Tensor) -> Tensor:
-    """Tensor transpose: every frontal slice transposed, slices 2..n3 in reverse order."""
-    idx = [0] + list(range(a.shape[2] - 1, 0, -1))
-    return a.transpose(0, 1)[:, :, idx]
-
-
-def compose(u: Tensor, s: Tensor, v: Tensor) -> Tensor:
-    """``U * S * V^T`` with ``U`` (n1 x r x n3), f-diagonal ``S`` given as its r tubes (r x n3), ``V`` (n2 x r x n3).
-
-    Differentiable; computed slice-wise in the Fourier domain (``fft(V^T)_k = fft(V)_k^H``) in float32.
-    """
-    with full_precision(u.device):
-        n3 = u.shape[2]
-        uf = torch.fft.rfft(u.float(), dim=2)
-        sf = torch.fft.rfft(s.float(), dim=1)
-        vf = torch.fft.rfft(v.float(), dim=2)
-        return torch.fft.irfft(torch.einsum("irk,rk,jrk->ijk", uf, sf, vf.conj()), n=n3, dim=2)
-
-
-def compose_slices(u: Tensor, s: Tensor, v: Tensor) -> Tensor:
-    """:func:`compose` laid out frontal slices first, (n3 x n1 x n2): each slice is contiguous, so layers can use
-    them as weights without strided copies, and ``unbind`` hands them out with a single stacked gradient."""
-    with full_precision(u.device):
-        n3 = u.shape[2]
-        uf = torch.fft.rfft(u.float(), dim=2) * torch.fft.rfft(s.float(), dim=1)  # (n1, r, F): U_k S_k
-        vf = torch.fft.rfft(v.float(), dim=2)
-        pf = torch.matmul(uf.permute(2, 0, 1), vf.conj().permute(2, 1, 0))  # (F, n1, n2): U_k S_k V_k^H
-        return torch.fft.irfft(pf, n=n3, dim=0)
 
 
 @torch.no_grad()
 def t_svd(a: Tensor, rank: int | None = None) -> Tuple[Tensor, Tensor, Tensor]:
     """Truncated t-SVD: real ``U`` (n1 x r x n3), tubes ``S`` (r x n3), ``V`` (n2 x r x n3) with
-    ``compose(U, S, V)`` the best tubal-rank-r approximation of ``a`` (all of ``a`` for r = min(n1, n2)).
+    ``U * S * V^T`` (t-product, ``S`` f-diagonal with these tubes) the best tubal-rank-r approximation of ``a``
+    (all of ``a`` for r = min(n1, n2)). LoRA-PT applies it without forming it (:class:`~.lorapt.PrincipalTensor`).
 
     The decomposition runs in float64; the factors are returned in float32.
     """

@@ -27,9 +27,6 @@ class WarmupPolyLRScheduler(_LRScheduler):
         t = (step - self.warmup_steps) / (self.max_steps - self.warmup_steps)
         return max(1 - t, 0.0) ** self.exponent
 
-    def lr_at(self, step: int) -> float:
-        return self.initial_lr * self.factor_at(step)
-
     def step(self, current_step=None):
         if current_step is None or current_step == -1:
             current_step = self.ctr
