@@ -89,6 +89,21 @@ def test_cli_reports_errors_without_traceback(tmp_path):
     assert main(["export-adapter", str(tmp_path / "nothing" / "fold_0"), "-o", str(tmp_path / "a")]) == 2
 
 
+def test_a_malformed_fold_checkpoint_is_one_line_not_a_traceback(tmp_path, capsys):
+    """A checkpoint_final.pth without the keys nnUNetv2_train writes (edited, or written by another tool) is our
+    error (exit 2, one line naming what is missing), not a KeyError's traceback (exit 3)."""
+    from hippo_peft.cli import main
+    model, _ = trained_model_folder(tmp_path, nnUNetTrainer_UNETR_LoRAPT)
+    checkpoint = model / "fold_all" / "checkpoint_final.pth"
+    state = torch.load(checkpoint, weights_only=True)
+    del state["init_args"]
+    torch.save(state, checkpoint)
+    assert main(["export-adapter", str(model / "fold_all"), "-o", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "missing init_args" in err and "Traceback" not in err
+    assert not (tmp_path / "a").exists()
+
+
 def test_a_fold_or_adapter_file_with_another_setting_than_its_trainer_is_refused(tmp_path):
     """A checkpoint or adapter file whose recorded config is not its trainer's (another hippo_peft version, or
     edited) is refused with what to do; no conversion, nothing written."""

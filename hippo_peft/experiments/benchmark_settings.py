@@ -56,7 +56,7 @@ TARGET_ID, SOURCE_ID = 961, 962
 FINETUNE_PLANS = "nnUNetPlans_finetune"  # nnunet-ft on the target: nnU-Net's stock plans, own folder name
 SOURCE_NNUNET_PLANS = "nnUNetPlans_fromTarget"  # the target's stock plans moved to the source (nnunet-ft)
 # Per device: network size, iterations per run, source pre-training iterations, test cases (None: all not drawn).
-# CPU: 500 iterations, chosen on the validation curves of the issue-10 evidence (README, "Evidence"): the
+# CPU: 500 iterations, chosen on the validation curves of the evidence (docs/evidence_record.md, "Learning curves"): the
 # smallest budget at which LoRA-PT, full fine-tuning and nnU-Net had all started to learn and LoRA-PT had reached
 # its plateau (validation Dice 0.398 / 0.801 / 0.796 / 0.802 at 250 / 500 / 1000 / 2000); source 1,500 as there.
 PROFILES = {"cpu": {"preset": "compact", "iterations": 500, "source_iterations": 1500, "n_test": 40, "n_val": 20},

@@ -63,7 +63,15 @@ def load_trained(fold_dir: Path):
     from hippo_peft import trainers
     from hippo_peft.safe_load import load_weights_file
     checkpoint = load_weights_file(fold_dir / "checkpoint_final.pth")
-    name = checkpoint.get("trainer_name") if isinstance(checkpoint, dict) else None
+    if not isinstance(checkpoint, dict):
+        raise InputError(f"{fold_dir / 'checkpoint_final.pth'} is not an nnU-Net checkpoint (a dict is expected).")
+    # nnU-Net writes these keys; a file without them was edited or written by something else (one line, not a
+    # KeyError's traceback)
+    missing = [k for k in ("trainer_name", "network_weights", "init_args") if k not in checkpoint]
+    if missing or not isinstance(checkpoint["init_args"], dict) or "configuration" not in checkpoint["init_args"]:
+        raise InputError(f"{fold_dir / 'checkpoint_final.pth'} is not an nnU-Net checkpoint as nnUNetv2_train "
+                         f"writes it (missing {', '.join(missing) or 'init_args.configuration'}).")
+    name = checkpoint.get("trainer_name")
     trainer = getattr(trainers, name, None) if name else None
     if trainer is None or not issubclass(trainer, trainers.nnUNetTrainer_AdapterBase):
         raise InputError(f"{fold_dir} was trained with {name}, not a hippo_peft adapter trainer "
