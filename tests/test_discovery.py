@@ -82,6 +82,19 @@ def test_source_checkout_resolves_mapped_subpackages(nnunet_env):
     assert out[2:4] == [str(REPO / "trainers" / "__init__.py"), str(REPO / "planners" / "__init__.py")]
 
 
+def test_the_package_path_is_its_own_folder_only():
+    """hippo_peft/__init__.py leaves its __path__ alone: the repository's tests/, benchmarks/ and scripts/ are not
+    importable as hippo_peft.tests, .benchmarks, .scripts from a checkout (the mapped subpackages come from the
+    editable install's finder, or from the wheel)."""
+    import importlib.util
+
+    import hippo_peft
+    assert [os.path.realpath(p) for p in hippo_peft.__path__] == [os.path.realpath(REPO / "hippo_peft")]
+    for name in ("tests", "benchmarks", "scripts"):
+        assert importlib.util.find_spec(f"hippo_peft.{name}") is None, name
+    assert importlib.util.find_spec("hippo_peft.trainers") is not None
+
+
 @pytest.mark.e2e
 def test_wheel_holds_the_mapped_subpackages_and_nothing_top_level(tmp_path):
     """The wheel a user installs: trainers/ and planners/ inside hippo_peft/, no top-level trainers/, planners/ or
