@@ -41,8 +41,8 @@ def _cmd_uninstall_shim(args):
 
 def _cmd_import_weights(args):
     from hippo_peft.nnunet.import_weights import import_weights
-    import_weights(args.source, args.plans, args.output, args.configuration, args.min_fraction, args.overwrite,
-                   args.trust_pickle)
+    import_weights(args.source, args.plans, args.output, args.configuration, overwrite=args.overwrite,
+                   trust_pickle=args.trust_pickle, source_labels=args.source_labels)
 
 
 def _cmd_convert_weights(args):
@@ -80,7 +80,7 @@ def _cmd_benchmark(args):
                   shots=args.shots, draws=args.draws, seed=args.seed, preset=args.preset, iterations=args.iterations,
                   source_iterations=args.source_iterations, device=args.device, n_test=n_test,
                   test_cases=args.test_cases, train_draws_file=args.train_draws, n_source=args.n_source,
-                  n_val=args.n_val, trust_pickle=args.trust_pickle, qc_page=args.qc_page)
+                  n_val=args.n_val, repeats=args.repeats, trust_pickle=args.trust_pickle, qc_page=args.qc_page)
 
 
 def _cmd_benchmark_report(args):
@@ -154,8 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "($nnUNet_preprocessed/DatasetXXX/nnUNetPlans_UNETR_paper.json)")
     s.add_argument("-c", "--configuration", default="3d_fullres", help="configuration of the plans file")
     s.add_argument("-o", "--output", required=True, help="checkpoint to write")
-    s.add_argument("--min-fraction", type=float, default=0.5,
-                   help="refuse when less than this fraction of the network's numbers can be loaded")
+    s.add_argument("--source-labels", default=None,
+                   help="the source head's classes in row order, comma-separated, background first (e.g. "
+                        "background,hippocampus), for a file that does not record them; without it a foreign head "
+                        "is not copied (nnU-Net checkpoints record their labels)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     s.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
     s.set_defaults(func=_cmd_import_weights)
@@ -236,9 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
                         f" the papers do, <method>-strict the adapter + head only, decoderonly the same decoder + "
                         f"head without an adapter, cnnonly every CNN part; nnunet: nnU-Net's default trainer from "
                         f"scratch; nnunet-ft: the same pre-trained on the source). A method may carry learning rates:"
-                        f" lorapt@3e-4 (every group), lorapt@3e-4,1e-3 (adapter, decoder + head)")
+                        f" lorapt@3e-4 (every group), lorapt@3e-4,1e-3 (adapter, decoder + head). Our backbones' "
+                        f"methods start the segmentation head from the source's head; +freshhead starts it fresh "
+                        f"(lorapt+freshhead, full@3e-3+freshhead; not for nnunet / nnunet-ft, whose head always "
+                        f"starts fresh)")
     s.add_argument("--shots", nargs="+", type=int, default=[5, 10, 20], help="k values: labelled cases per draw")
     s.add_argument("--draws", type=int, default=3, help="random draws of k cases per k")
+    s.add_argument("--repeats", type=int, default=1,
+                   help="train every run this many times (nnU-Net does not seed its runs, so repeats differ: the "
+                        "spread of one draw); each repeat gets its own nnU-Net fold, and repeats after the first a "
+                        "-r<N> suffix on the run name")
     s.add_argument("--seed", type=int, default=0, help="seed of the test set and the draws")
     s.add_argument("--device", default="cpu", choices=sorted(PROFILES),
                    help="where nnUNetv2_train runs; also sets the defaults of --preset, --iterations, "

@@ -121,7 +121,7 @@ def test_import_weights_refuses_wrong_architecture_and_existing_output(nnunet_en
     torch.save({f"module.{k}": v for k, v in unetr.state_dict().items()}, tmp_path / "unetr.pt")
     cmd[2] = str(tmp_path / "unetr.pt")
     proc = run(cmd, nnunet_env, tmp_path)
-    assert "input channels 4 -> 1" in proc.stdout and "2 classes in checkpoint, 3 here" in proc.stdout
+    assert "input channels 4 -> 1" in proc.stdout and "head left fresh (2 rows in checkpoint, 3 here)" in proc.stdout
     ckpt = torch.load(out, weights_only=True)
     assert ckpt["network_weights"]["out.conv.conv.weight"].shape[0] == 3
     proc = run(cmd, nnunet_env, tmp_path, check=False)  # never overwrite silently

@@ -2,6 +2,7 @@
 its report goes."""
 import argparse
 import logging
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,11 +11,13 @@ import torch
 from torch import nn
 
 from hippo_peft.networks import build_network, get_arch, get_preset
-from hippo_peft.nnunet.weights import (WeightsMismatchError, adapt_input_channels, load_pretrained, read_state_dict,
-                                transfer_weights)
+from hippo_peft.nnunet.weights import (SourceWeights, WeightsMismatchError, adapt_input_channels, load_pretrained,
+                                       read_source, read_state_dict, transfer_weights)
 
 UNETR = get_arch("unetr").network_class_name
 PATCH = [32, 32, 32]
+HIPPOCAMPUS = {"background": 0, "Anterior": 1, "Posterior": 2}
+HEAD = {"out.conv.conv.weight", "out.conv.conv.bias"}
 
 
 def unetr(in_ch=1, out_ch=3, preset="tiny", patch=PATCH, seed=0):
@@ -24,7 +27,7 @@ def unetr(in_ch=1, out_ch=3, preset="tiny", patch=PATCH, seed=0):
 
 def test_same_task_loads_everything_and_reproduces_outputs():
     src, dst = unetr(seed=0), unetr(seed=1)
-    report = transfer_weights(dst, src.state_dict(), in_channels=1)
+    report = transfer_weights(dst, SourceWeights(src.state_dict(), HIPPOCAMPUS), 1, target_labels=HIPPOCAMPUS)
     assert report.fraction == 1.0 and not report.skipped and not report.adapted
     x = torch.randn(1, 1, *PATCH)
     with torch.no_grad():
@@ -85,14 +88,16 @@ def test_foreign_checkpoints_are_read(tmp_path, wrap):
     assert set(read) == set(sd)
     dst = unetr(seed=5)
     logged = []
-    report = load_pretrained(dst, path, in_channels=1, log=logged.append)
-    assert report.fraction == 1.0 and "100.0 %" in logged[0]
+    report = load_pretrained(dst, path, in_channels=1, log=logged.append, target_labels=HIPPOCAMPUS)
+    # everything loads but the head: a foreign file does not record its classes
+    assert not report.skipped and {k for k, _ in report.reinitialised} == HEAD
+    assert "head: left fresh: the checkpoint does not record its classes" in logged[0]
 
 
 def test_wrong_preset_is_refused_and_nothing_is_written():
     src, dst = unetr(preset="compact", seed=0), unetr(preset="tiny", seed=1)
     before = {k: v.clone() for k, v in dst.state_dict().items()}
-    with pytest.raises(WeightsMismatchError, match="another backbone or preset"):
+    with pytest.raises(WeightsMismatchError, match="whole encoder .*widths of the 'compact' preset.*--preset compact"):
         transfer_weights(dst, src.state_dict(), in_channels=1)
     assert all(torch.equal(before[k], v) for k, v in dst.state_dict().items())
 
@@ -100,7 +105,7 @@ def test_wrong_preset_is_refused_and_nothing_is_written():
 def test_wrong_backbone_is_refused():
     torch.manual_seed(0)
     swin = build_network(get_arch("swinunetr").network_class_name, get_preset("swinunetr", "tiny"), PATCH, 1, 3)
-    with pytest.raises(WeightsMismatchError):
+    with pytest.raises(WeightsMismatchError, match="another backbone or preset"):
         transfer_weights(unetr(), swin.state_dict(), in_channels=1)
 
 
@@ -216,5 +221,227 @@ def test_opt_in_and_report_reach_the_training_log_once(tmp_path, nnunet_env, tra
     for text in (log.read_text(), proc.stdout):
         assert text.count("HIPPO_PEFT_TRUST_PICKLE=1: ") == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert text.count(f"WARNING: hippo_peft: unpickling {path} without the allow-list (argparse.Namespace)") == 1
-        assert text.count(f"Loaded pre-trained weights from {path}") == 1 and "100.0 %" in text
+        assert text.count(f"Loaded pre-trained weights from {path}") == 1
+        assert "head: left fresh: the checkpoint does not record its classes" in text
     assert "unpickling" not in proc.stderr
+
+
+# ---- the head rules ---------------------------------------------------------------------------------------------
+def _head(net):
+    return net.out.conv.conv.weight.detach().clone(), net.out.conv.conv.bias.detach().clone()
+
+
+def test_one_source_class_starts_every_target_class_with_the_whole_structures_probability():
+    """Label-shift source (background, hippocampus) -> anterior + posterior: both rows from the hippocampus row,
+    biases - log(2); at the start the network's hippocampus probability is the source's, voxel by voxel."""
+    src, dst = unetr(out_ch=2, seed=0), unetr(out_ch=3, seed=1)
+    source = SourceWeights(src.state_dict(), {"background": 0, "hippocampus": 1}, labels_from="test")
+    report = transfer_weights(dst, source, 1, target_labels=HIPPOCAMPUS)
+    (w_s, b_s), (w_t, b_t) = _head(src), _head(dst)
+    assert torch.equal(w_t[0], w_s[0]) and torch.equal(w_t[1], w_s[1]) and torch.equal(w_t[2], w_s[1])
+    assert torch.allclose(b_t[1:], b_s[1] - math.log(2)) and torch.equal(b_t[0], b_s[0])
+    x = torch.randn(2, 1, *PATCH)  # a phantom batch
+    with torch.no_grad():
+        p_src, p_dst = src.eval()(x).softmax(1), dst.eval()(x).softmax(1)
+    assert torch.allclose(p_dst[:, 1:].sum(1), p_src[:, 1], atol=1e-5)
+    assert torch.allclose(p_dst[:, 0], p_src[:, 0], atol=1e-5)
+    text = report.format()
+    assert "'Anterior' (row 1) from the source's one foreground class 'hippocampus' (row 1), bias - log(2)" in text
+    assert "'Posterior' (row 2)" in text and "background from background" in text
+    assert report.to_dict()["head"] == report.head and len(report.head) == 4  # source classes + one line per row
+
+
+def test_classes_are_mapped_by_name_not_by_row():
+    src, dst = unetr(out_ch=3, seed=0), unetr(out_ch=3, seed=1)
+    source = SourceWeights(src.state_dict(), {"background": 0, "posterior": 1, "anterior": 2})
+    transfer_weights(dst, source, 1, target_labels=HIPPOCAMPUS)
+    (w_s, b_s), (w_t, b_t) = _head(src), _head(dst)
+    assert torch.equal(w_t[1], w_s[2]) and torch.equal(w_t[2], w_s[1]) and torch.equal(b_t, b_s[[0, 2, 1]])
+
+
+@pytest.mark.parametrize("labels", [{"background": 0, "edema": 1, "tumour core": 2}, None])
+def test_a_same_shape_head_with_other_or_unknown_classes_is_not_copied(labels):
+    src, dst = unetr(out_ch=3, seed=0), unetr(out_ch=3, seed=1)
+    fresh = _head(dst)
+    report = transfer_weights(dst, SourceWeights(src.state_dict(), labels), 1, target_labels=HIPPOCAMPUS)
+    w_t, b_t = _head(dst)
+    assert torch.equal(w_t[1:], fresh[0][1:]) and torch.equal(b_t[1:], fresh[1][1:])
+    if labels is None:  # nothing is known, not even which row is background
+        assert torch.equal(w_t, fresh[0]) and {k for k, _ in report.reinitialised} == HEAD
+        assert any("does not record its classes" in line for line in report.head)
+    else:
+        assert torch.equal(w_t[0], _head(src)[0][0])
+        assert sum("left fresh: no source class of that name" in line for line in report.head) == 2
+
+
+@pytest.mark.parametrize("case", ["region source", "regions_class_order", "region target", "fresh trainer"])
+def test_region_heads_and_freshhead_trainers_are_never_mapped(case, tmp_path):
+    src, dst = unetr(out_ch=2, seed=0), unetr(out_ch=3, seed=1)
+    fresh = _head(dst)
+    source = SourceWeights(src.state_dict(), {"background": 0, "hippocampus": 1})
+    target, regions, head_init = HIPPOCAMPUS, False, "source"
+    if case == "region source":
+        source.labels = {"background": 0, "whole tumour": [1, 2, 3], "tumour core": [2, 3]}
+    elif case == "regions_class_order":  # what an nnU-Net region-based checkpoint records
+        torch.save({"network_weights": src.state_dict(), "init_args": {"dataset_json": {
+            "labels": {"background": 0, "hippocampus": 1}, "regions_class_order": [1]}}}, tmp_path / "r.pth")
+        source = read_source(tmp_path / "r.pth")
+        assert source.regions and source.labels_from.startswith("the checkpoint's dataset.json")
+    elif case == "region target":
+        regions = True
+    else:
+        head_init = "fresh"
+    report = transfer_weights(dst, source, 1, target_labels=target, target_regions=regions, head_init=head_init)
+    assert torch.equal(_head(dst)[0], fresh[0]) and {k for k, _ in report.reinitialised} == HEAD
+    assert any(("region" if case != "fresh trainer" else "_freshhead") in line for line in report.head)
+
+
+def test_nnunet_checkpoints_and_imported_files_record_their_classes(tmp_path):
+    sd = unetr(out_ch=2).state_dict()
+    torch.save({"network_weights": sd, "init_args": {"dataset_json": {"labels": {"background": 0, "hc": 1}}}},
+               tmp_path / "nnunet.pth")
+    torch.save({"network_weights": sd, "hippo_peft_import": {"labels": HIPPOCAMPUS, "regions": False}},
+               tmp_path / "imported.pth")
+    assert read_source(tmp_path / "nnunet.pth").labels == {"background": 0, "hc": 1}
+    assert read_source(tmp_path / "imported.pth").labels == HIPPOCAMPUS
+    torch.save(sd, tmp_path / "plain.pth")
+    assert read_source(tmp_path / "plain.pth").labels is None
+
+
+# ---- public SwinUNETR files ---------------------------------------------------------------------------------------
+SWIN = get_arch("swinunetr").network_class_name
+SWIN_PATCH = [64, 64, 64]
+
+
+def swin(in_ch=1, out_ch=3, preset="tiny", seed=0):
+    torch.manual_seed(seed)
+    return build_network(SWIN, get_preset("swinunetr", preset), SWIN_PATCH, in_ch, out_ch)
+
+
+def ssl_encoder_file(path, preset="tiny", drop=None):
+    """A file in the layout of MONAI's self-supervised model_swinvit.pt: {"state_dict": {"module.patch_embed...",
+    "module.layersN.0.blocks.i... mlp.fc1/fc2", ...}} plus the pre-training heads, exactly those keys and shapes."""
+    enc = swin(preset=preset, seed=7).swinViT.state_dict()
+    state = {}
+    for key, value in enc.items():
+        key = key.replace(".mlp.linear1.", ".mlp.fc1.").replace(".mlp.linear2.", ".mlp.fc2.")
+        if key != drop:
+            state[f"module.{key}"] = value
+    state["module.norm.weight"] = torch.ones(enc["layers4.0.downsample.reduction.weight"].shape[0])
+    state["module.rotation_head.weight"] = torch.randn(4, 8)
+    torch.save({"epoch": 100, "state_dict": state}, path)
+    return path
+
+
+def test_the_self_supervised_swin_encoder_loads_as_monai_load_from_loads_it(tmp_path):
+    path = ssl_encoder_file(tmp_path / "model_swinvit.pt")
+    ours, reference = swin(seed=1), swin(seed=1)
+    report = transfer_weights(ours, read_source(path), 1, target_labels=HIPPOCAMPUS)
+    reference.load_from(torch.load(path, weights_only=True))  # MONAI's own mapping
+    ref = reference.state_dict()
+    for key, value in ours.state_dict().items():  # encoder as load_from has it; decoder and head untouched (seed 1)
+        assert torch.equal(value, ref[key]), key
+    assert report.layout.startswith("MONAI's self-supervised Swin encoder")
+    assert {"norm.weight", "rotation_head.weight"} <= set(report.unused)
+    assert HEAD <= {k for k, why in report.skipped if why == "not in checkpoint"}
+    assert report.loaded and all(k.startswith("swinViT.") for k in report.loaded)
+
+
+def test_an_encoder_with_a_missing_block_is_refused_naming_it(tmp_path):
+    path = ssl_encoder_file(tmp_path / "cut.pt", drop="layers3.0.blocks.0.attn.qkv.weight")
+    dst = swin(seed=1)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(WeightsMismatchError, match=r"1 of \d+ encoder tensors.*swinViT.layers3.0.blocks.0.attn.qkv."
+                                                   r"weight: not in checkpoint.*Nothing was loaded"):
+        transfer_weights(dst, read_source(path), 1, target_labels=HIPPOCAMPUS)
+    assert all(torch.equal(before[k], v) for k, v in dst.state_dict().items())
+
+
+def test_an_encoder_of_another_preset_names_the_preset(tmp_path):
+    path = ssl_encoder_file(tmp_path / "compact.pt", preset="compact")
+    with pytest.raises(WeightsMismatchError, match="widths of the 'compact' preset.*--arch swinunetr --preset compact"):
+        transfer_weights(swin(seed=1), read_source(path), 1, target_labels=HIPPOCAMPUS)
+
+
+def test_a_brats_2021_fold_checkpoint_loads_with_its_region_head_fresh(tmp_path):
+    """BraTS 2021 SwinUNETR folds: {"epoch", "best_acc", "state_dict": MONAI keys}, 4 MRI channels, a 3-row sigmoid
+    head (TC / WT / ET) and no record of it: the channels are adapted, the head is not copied by its shape."""
+    src = swin(in_ch=4, out_ch=3, seed=0)
+    torch.save({"epoch": 300, "best_acc": 0.9, "state_dict": src.state_dict()}, tmp_path / "fold1_f48_ep300_4gpu.pt")
+    dst = swin(seed=1)
+    fresh = _head(dst)
+    report = transfer_weights(dst, read_source(tmp_path / "fold1_f48_ep300_4gpu.pt"), 1, target_labels=HIPPOCAMPUS)
+    assert "swinViT.patch_embed.proj.weight" in {k for k, _ in report.adapted}
+    assert torch.equal(_head(dst)[0], fresh[0]) and {k for k, _ in report.reinitialised} == HEAD
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_public_swinunetr_files_load_through_import_weights_and_pretrained_weights(tmp_path, nnunet_env):
+    """The two public SwinUNETR layouts through the user's commands: MONAI's self-supervised encoder straight into
+    `nnUNetv2_train -pretrained_weights` (PDoRA, whose decomposition needs the loaded encoder), a BraTS 2021 fold
+    through `hippo-peft import-weights` and then `-pretrained_weights`. The runs stop later at the dummy case file;
+    the weights were loaded before."""
+    import json
+    import subprocess
+
+    from tests.conftest import bin_path, minimal_plans, run
+
+    pre = Path(nnunet_env["nnUNet_preprocessed"]) / "Dataset999_Test"
+    pre.mkdir()
+    plans, dataset_json = minimal_plans("swinunetr", "tiny", SWIN_PATCH)
+    (pre / "nnUNetPlans_SwinUNETR_tiny.json").write_text(json.dumps(plans))
+    (pre / "dataset.json").write_text(json.dumps(dataset_json))
+    data = pre / plans["configurations"]["3d_fullres"]["data_identifier"]
+    data.mkdir()
+    (data / "case_000.b2nd").write_bytes(b"")  # initialize() only looks at the file type
+
+    def train(trainer: str, weights: Path) -> dict:
+        cmd = [bin_path("nnUNetv2_train"), "999", "3d_fullres", "all", "-tr", trainer, "-p",
+               "nnUNetPlans_SwinUNETR_tiny", "-device", "cpu", "-pretrained_weights", str(weights)]
+        proc = subprocess.run(cmd, env=nnunet_env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+        [report] = Path(nnunet_env["nnUNet_results"]).glob(f"*/{trainer}__*/fold_all/pretrained_weights_report.json")
+        assert f"Loaded pre-trained weights from {weights}" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return json.loads(report.read_text())
+
+    report = train("nnUNetTrainer_SwinUNETR_PDoRA_smoke", ssl_encoder_file(tmp_path / "model_swinvit.pt"))
+    assert report["layout"].startswith("MONAI's self-supervised Swin encoder") and not report["adapted"]
+    assert all(k.startswith("swinViT.") for k in report["loaded"])
+
+    brats = tmp_path / "fold1_f48_ep300_4gpu.pt"
+    torch.save({"epoch": 300, "best_acc": 0.9, "state_dict": swin(in_ch=4, out_ch=3).state_dict()}, brats)
+    imported = tmp_path / "brats_for_hippocampus.pth"
+    cmd = [bin_path("hippo-peft"), "import-weights", str(brats), "--plans", str(pre / "nnUNetPlans_SwinUNETR_tiny.json"),
+           "-o", str(imported)]
+    refused = run([*cmd, "--source-labels", "tc,wt,et"], nnunet_env, tmp_path, check=False)
+    assert refused.returncode == 2 and "region-based" in refused.stderr and not imported.exists()
+    proc = run(cmd, nnunet_env, tmp_path)
+    assert "input channels 4 -> 1" in proc.stdout and "left fresh: the checkpoint does not record its classes" in proc.stdout
+    report = train("nnUNetTrainer_SwinUNETR_smoke", imported)
+    assert report["head"][0].startswith("source classes: recorded by hippo-peft import-weights")
+    assert not report["skipped"] and not report["adapted"]  # the imported file is the target's network
+
+
+def test_import_weights_maps_a_foreign_head_named_by_source_labels(tmp_path):
+    import json
+
+    from hippo_peft.errors import InputError
+    from hippo_peft.nnunet.import_weights import import_weights
+    from tests.conftest import minimal_plans
+
+    plans, dataset_json = minimal_plans("unetr", "tiny", PATCH)
+    (tmp_path / "plans.json").write_text(json.dumps(plans))
+    (tmp_path / "dataset.json").write_text(json.dumps(dataset_json))
+    src = unetr(out_ch=2, seed=0)
+    torch.save(src.state_dict(), tmp_path / "whole_hippocampus.pt")
+    out = tmp_path / "imported.pth"
+    with pytest.raises(InputError, match="first row must be background"):
+        import_weights(tmp_path / "whole_hippocampus.pt", tmp_path / "plans.json", out, source_labels="hc,background")
+    report = import_weights(tmp_path / "whole_hippocampus.pt", tmp_path / "plans.json", out,
+                            source_labels="background,hippocampus")
+    saved = torch.load(out, weights_only=True)
+    w = saved["network_weights"]["out.conv.conv.weight"]
+    assert torch.equal(w[1], src.out.conv.conv.weight[1]) and torch.equal(w[2], src.out.conv.conv.weight[1])
+    assert saved["hippo_peft_import"]["labels"] == dataset_json["labels"]
+    assert saved["hippo_peft_import"]["source_labels_from"] == "--source-labels" and report.head[1:] == \
+        saved["hippo_peft_import"]["head"][1:]

@@ -5,7 +5,6 @@ Concrete trainers only name the backbone, the method and its options."""
 from __future__ import annotations
 
 import torch
-from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
@@ -15,8 +14,6 @@ from hippo_peft.errors import RefusedError
 from hippo_peft.nnunet.checkpoint import CHECKPOINT_KEY
 from hippo_peft.safe_load import load_weights_file, trust_from_env
 from hippo_peft.trainers.base import Schedule, nnUNetTrainer_TransformerBase
-from hippo_peft.nnunet.weights import load_pretrained
-
 
 
 class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
@@ -105,9 +102,7 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
         base = nnUNetTrainer_TransformerBase.build_network_architecture(
             self.plans_manager, self.configuration_manager, self.num_input_channels,
             self.label_manager.num_segmentation_heads, False).to(self.device)
-        with self.library_logs():
-            report = load_pretrained(base, fname, self.num_input_channels, log=self.print_to_log_file)
-        save_json(report.to_dict(), join(self.output_folder, "pretrained_weights_report.json"), sort_keys=False)
+        report = self.load_pretrained_into(base, fname)
         adapters.inject(base, self.adapter_config())
         self.plain_network.load_state_dict(base.state_dict())
         self.pretrained_loaded = True

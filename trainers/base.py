@@ -1,6 +1,6 @@
 """What every hippo_peft trainer shares: a MONAI backbone built from plans, no deep supervision, AdamW with a
-warm-up + poly schedule, the tolerant pre-trained loader, and checks that turn nnU-Net's late crashes into
-early, actionable errors. Concrete trainers only say which backbone and which schedule."""
+warm-up + poly schedule, the tolerant pre-trained loader (head from the source), the dying-label check, and checks
+that turn nnU-Net's late crashes into early, actionable errors. Concrete trainers only say which backbone and which schedule."""
 from __future__ import annotations
 
 import logging
@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hippo_peft.errors import RefusedError
 from hippo_peft.networks import build_network
+from hippo_peft.nnunet.label_health import LabelHealthMixin
 from hippo_peft.nnunet.plans import adapt_plans_for_trainer
 from hippo_peft.nnunet.schedule import WarmupPolyLRScheduler
 from hippo_peft.nnunet.weights import load_pretrained
@@ -77,8 +78,9 @@ def route_pretrained_weights(trainer: "nnUNetTrainer_TransformerBase") -> None:
     run_training.load_pretrained_weights = load_pretrained_weights
 
 
-class nnUNetTrainer_TransformerBase(nnUNetTrainer):
-    """Abstract: subclasses set ``arch``. Do not use directly with ``-tr``."""
+class nnUNetTrainer_TransformerBase(LabelHealthMixin, nnUNetTrainer):
+    """Abstract: subclasses set ``arch``. Do not use directly with ``-tr``. Every run warns in its log when a label
+    is dying early and writes ``label_check.json`` after the final validation (:mod:`hippo_peft.nnunet.label_health`)."""
 
     arch: str | None = None
     default_preset = "paper"  # used when the plans are nnU-Net's own (nnUNetPlans, ResEnc, ...)
@@ -86,6 +88,7 @@ class nnUNetTrainer_TransformerBase(nnUNetTrainer):
     initial_lr_default = 1e-4
     weight_decay_default = 1e-5
     warmup_fraction = 0.05  # of the epochs
+    head_init = "source"  # -pretrained_weights: the head from the source's by the head rules; "fresh": never
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -166,8 +169,15 @@ class nnUNetTrainer_TransformerBase(nnUNetTrainer):
             logger.propagate = saved[1]
 
     def load_pretrained_weights(self, fname: str):
+        return self.load_pretrained_into(self.plain_network, fname)
+
+    def load_pretrained_into(self, network: nn.Module, fname: str):
+        """The tolerant loader (:mod:`hippo_peft.nnunet.weights`) with this task's classes for the head rules; its
+        report goes to the log and to ``pretrained_weights_report.json`` in the fold folder."""
         with self.library_logs():
-            report = load_pretrained(self.plain_network, fname, self.num_input_channels, log=self.print_to_log_file)
+            report = load_pretrained(network, fname, self.num_input_channels, log=self.print_to_log_file,
+                                     target_labels=self.dataset_json["labels"],
+                                     target_regions=self.label_manager.has_regions, head_init=self.head_init)
         save_json(report.to_dict(), join(self.output_folder, "pretrained_weights_report.json"), sort_keys=False)
         return report
 

@@ -4,6 +4,8 @@
 ``nnUNetTrainer`` (``nnUNetTrainer_300it``): nnU-Net's ``_Xepochs`` variants still run 250 iterations per epoch.
 ``..._<N>it_lr<R>`` also sets the learning rate (every parameter group), ``..._lr<R>_dlr<D>`` the adapter group's
 to R and the decoder + head group's to D (learning-rate sweeps: each rate is its own trainer, so its own folder).
+A final ``_freshhead`` (our trainers only) leaves the segmentation head fresh when ``-pretrained_weights`` loads,
+instead of starting it from the source's head: the behaviour before the head rules, for before / after comparisons.
 The classes are made on first request (nnU-Net looks trainers up by name, so any N works from the command line)
 and are cached, so pickling by reference finds the same class.
 
@@ -25,10 +27,11 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from hippo_peft.errors import InputError
+from hippo_peft.nnunet.label_health import LabelHealthMixin
 
 RATE = r"\d+(?:\.\d+)?e-?\d+"  # as written by format_rate: 3e-4, 2.5e-3
 BUDGET_PATTERN = re.compile(
-    rf"^(?P<base>nnUNetTrainer\w*?)_(?P<n>\d+)it(?:_lr(?P<lr>{RATE}))?(?:_dlr(?P<dlr>{RATE}))?$")
+    rf"^(?P<base>nnUNetTrainer\w*?)_(?P<n>\d+)it(?:_lr(?P<lr>{RATE}))?(?:_dlr(?P<dlr>{RATE}))?(?P<fresh>_freshhead)?$")
 STATS_FILE = "budget_stats.json"
 _CACHE: dict[str, type] = {}
 
@@ -120,7 +123,7 @@ def budget_trainer(name: str, namespace: dict, module: str) -> type | None:
         return None
     if name in _CACHE:
         return _CACHE[name]
-    base_name, n, lr, dlr = match["base"], int(match["n"]), match["lr"], match["dlr"]
+    base_name, n, lr, dlr, fresh = match["base"], int(match["n"]), match["lr"], match["dlr"], bool(match["fresh"])
     base = nnUNetTrainer if base_name == "nnUNetTrainer" else namespace.get(base_name)
     if not (isinstance(base, type) and issubclass(base, nnUNetTrainer)) or re.search(r"_(short|smoke)$", base_name):
         return None
@@ -130,6 +133,8 @@ def budget_trainer(name: str, namespace: dict, module: str) -> type | None:
             return None  # one spelling per rate, so that one rate is one folder
     if dlr is not None and (lr is None or "decoder_lr_default" not in dir(base)):
         return None  # _dlr needs _lr and a trainer with a decoder + head group
+    if fresh and not hasattr(base, "head_init"):
+        return None  # nnU-Net's own loader always leaves its segmentation layers fresh
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -140,13 +145,18 @@ def budget_trainer(name: str, namespace: dict, module: str) -> type | None:
 
     attrs = {"__init__": __init__, "budget_iterations": n, "__module__": module, "__qualname__": name,
              "__doc__": f"{base_name} for exactly {n} training iterations (step time and peak memory recorded)"
-                        f"{f', learning rate {lr}' if lr else ''}{f', decoder + head {dlr}' if dlr else ''}."}
+                        f"{f', learning rate {lr}' if lr else ''}{f', decoder + head {dlr}' if dlr else ''}"
+                        f"{', head left fresh by -pretrained_weights' if fresh else ''}."}
     if getattr(base, "arch", None) and getattr(base, "method", None) is None:
         attrs["initial_lr_default"] = 1e-3  # full fine-tuning in a short budget: the _short trainers' rate
     if lr is not None:
         attrs["initial_lr_default"] = float(lr)
         if "decoder_lr_default" in dir(base):  # one rate given: both groups, as the papers' single optimizer
             attrs["decoder_lr_default"] = float(dlr or lr)
-    cls = type(name, (BudgetMixin, base), attrs)
+    if fresh:
+        attrs["head_init"] = "fresh"
+    # nnU-Net's own trainer gets the dying-label check too, so that the benchmark compares it on every run
+    bases = (BudgetMixin, base) if issubclass(base, LabelHealthMixin) else (BudgetMixin, LabelHealthMixin, base)
+    cls = type(name, bases, attrs)
     _CACHE[name] = cls
     return cls

@@ -4,7 +4,7 @@
 # copied either: the run records hold the same per-case metrics, and `hippo-peft benchmark-report
 # docs/benchmark/evidence` rebuilds it (in docs/benchmark/evidence/report/, not tracked).
 source "$(dirname "$0")/common.sh"
-OUT=docs/benchmark/evidence
+OUT=${OUT:-docs/benchmark/evidence}
 "$HP" benchmark-report "$WORKDIR"   # the report of every finished run, also while a step still runs
 mkdir -p "$OUT/runs"
 cp "$WORKDIR"/runs/*.json "$OUT/runs/"

@@ -23,8 +23,14 @@ checkpoint_best. Choose between runs (a learning rate, a budget) on the
 validation cases (val_summary); report the test cases (summary).
 
 A method may carry learning rates: lorapt@3e-4 (every group) or
-lorapt@3e-4,1e-3 (adapter; decoder + head). --iterations may list several
-budgets (learning curves).
+lorapt@3e-4,1e-3 (adapter; decoder + head). Our backbones' methods start the
+segmentation head from the source's; a +freshhead suffix (lorapt+freshhead,
+full@3e-3+freshhead) starts it fresh instead (nnU-Net's own methods always
+start it fresh). --iterations may list several budgets (learning curves).
+--repeats R trains every run R times, each repeat in an nnU-Net fold of its
+own (nnU-Net does not seed its runs, so repeats differ); a run whose nnU-Net
+pseudo-Dice shows a label that is not learning gets a warning in its log, and
+every run's label check (runs/<run>.json, label_check) goes into the report.
 
 Everything lives in one work folder. Rerunning the same command resumes:
 finished runs (runs/<run>.json) are kept, an unfinished run restarts from
@@ -48,7 +54,8 @@ from hippo_peft.errors import RefusedError
 from hippo_peft.experiments.benchmark_settings import (  # noqa: F401  (the benchmark's public names)
     NNUNET_METHODS, paper_methods, adapter_methods, all_methods, default_methods, SETTINGS_VERSION,
     FIXED_SETTINGS, LABEL_SHIFT, DEFAULT_SOURCE, FINETUNE_PLANS, SOURCE_NNUNET_PLANS, PROFILES, BenchmarkError,
-    parse_method, rate_suffix, Settings, Run, labelled_cases, resolve_settings, planned_runs, TARGET_ID, SOURCE_ID)
+    parse_method, rate_suffix, Settings, Run, labelled_cases, resolve_settings, planned_runs, TARGET_ID, SOURCE_ID,
+    FRESH_HEAD, head_init, fold_key)
 from hippo_peft.experiments.commands import console_script, nnunet_env, run_logged
 from hippo_peft.experiments.datasets import link_cases
 from hippo_peft.experiments.pipeline import (fold_folder, our_plans, plan_command, planned_patch_size,
@@ -96,7 +103,8 @@ class Workdir:
                      "train_draws": {k: max(old["train_draws"].get(k, []), s.train_draws.get(k, []), key=len)
                                      for k in sorted({*old["train_draws"], *s.train_draws}, key=int)},
                      **{name: sorted(set(old[name]) | set(new[name])) for name in ("archs", "shots", "iterations")},
-                     "methods": list(dict.fromkeys(old["methods"] + s.methods)), "draws": max(old["draws"], s.draws)}
+                     "methods": list(dict.fromkeys(old["methods"] + s.methods)), "draws": max(old["draws"], s.draws),
+                     "repeats": max(old.get("repeats", 1), s.repeats)}
             self._write_settings(union)
         elif self.root.exists() and any(self.root.iterdir()):
             raise BenchmarkError(f"--workdir {self.root} is not empty and holds no benchmark.json; the benchmark "
@@ -193,7 +201,8 @@ class Benchmark:
     def trainer(self, run: Run) -> str:
         from hippo_peft.trainers import trainer_name
         base = "nnUNetTrainer" if run.arch is None else trainer_name(run.arch, run.base_method)
-        return f"{base}_{run.iterations}it{rate_suffix(run.method)}"
+        fresh = f"_{FRESH_HEAD}" if run.arch is not None and head_init(run.method) == "fresh" else ""
+        return f"{base}_{run.iterations}it{rate_suffix(run.method)}{fresh}"
 
     def fold_dir(self, run: Run) -> Path:
         return fold_folder(self.results, self.target_name, self.trainer(run), self.plans(run.arch, run.method),
@@ -231,9 +240,10 @@ class Benchmark:
             stock = json.loads((self.pre / self.target_name / "nnUNetPlans.json").read_text())
             (self.pre / self.target_name / f"{FINETUNE_PLANS}.json").write_text(
                 json.dumps({**stock, "plans_name": FINETUNE_PLANS}, indent=1))
-        # nnU-Net's "validation" of a fold is what its final validation predicts: our validation and test cases
+        # nnU-Net's "validation" of a fold is what its final validation predicts: our validation and test cases;
+        # a repeat's fold ([k, draw, repeat]) holds the same cases as its draw's
         splits = [{"train": folder["train_draws"][str(k)][d], "val": sorted(s.val_cases + s.test_cases)}
-                  for k, d in folder["folds"]]
+                  for k, d, *_ in folder["folds"]]
         (self.pre / self.target_name / "splits_final.json").write_text(json.dumps(splits, indent=1))
 
     def source_checkpoint(self, arch: str) -> str:
@@ -301,12 +311,16 @@ class Benchmark:
         seconds = run_logged(cmd, self.env, self.w.logs / f"{run.name}.log", echo=False)  # progress bar instead
         method, lr, dlr = parse_method(run.method)
         test, val = self._evaluate(fold, self.s.test_cases), self._evaluate(fold, self.s.val_cases)
+        from hippo_peft.nnunet.label_health import CHECK_FILE
+        check = fold / CHECK_FILE  # written by the trainers' label check after the final validation
         record = {"run": run.name, **asdict(run), "method": method, "method_token": run.method, "lr": lr,
-                  "decoder_lr": dlr, "trainer": self.trainer(run), "plans": self.plans(run.arch, run.method),
+                  "decoder_lr": dlr, "head": head_init(run.method), "trainer": self.trainer(run),
+                  "plans": self.plans(run.arch, run.method),
                   "train_cases": self.s.train_draws[str(run.k)][run.draw], "n_test": len(self.s.test_cases),
                   "n_val": len(self.s.val_cases), "trust_pickle": self.trust_pickle,
                   "wall_seconds": round(seconds, 1), **self._cost(run, fold), **test,
-                  "val_per_case": val.get("per_case", {}), "val_summary": val.get("summary")}
+                  "val_per_case": val.get("per_case", {}), "val_summary": val.get("summary"),
+                  "label_check": json.loads(check.read_text()) if check.is_file() else None}
         tmp = self.w.record(run).with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=1))
         tmp.replace(self.w.record(run))  # a record exists only for a finished run

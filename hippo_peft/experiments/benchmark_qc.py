@@ -73,7 +73,7 @@ def write_benchmark_qc(root: Path, records: list[dict], report: Path, progress: 
                          "image": str(raw / "imagesTr" / f"{case}_0000{ending}"),
                          "ref": str(raw / "labelsTr" / f"{case}{ending}")})
             keys.append(key)
-        label = names.get(token.split("@")[0], token)
+        label = names.get(token.split("@")[0].split("+")[0], token)  # the section names the full token
         sections.append((f"{label} [{token}, {arch}]: worst and best test case over {n_runs} run(s)", keys))
     if gone:
         raise MissingInputError(f"{len(gone)} prediction(s) of finished runs are gone (the work folder was cleaned?): "

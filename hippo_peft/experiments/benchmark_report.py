@@ -1,14 +1,20 @@
 """The benchmark's report: Markdown tables, a CSV/JSON of every run (and every test case), PNG plots.
 
-A little over 400 lines because every table of the report is here (summary, per label, rate choices, learning
+About 500 lines because every table of the report is here (summary, per label, lost labels, rate choices, learning
 curves, equal compute, paired differences), each a short function; splitting tables from plots would split the
-shared labels and the started-to-learn rule."""
+shared labels and the started-to-learn rule.
+
+Repeats (``--repeats``): every repeat of a (method, k, draw, budget) is a run of its own in the summary, per-label,
+lost-label, rate and curve tables (means and SDs over every run); the paired differences need one value per draw
+and take the mean over a draw's repeats that started to learn."""
 from __future__ import annotations
 
 import csv
 import json
 import statistics
 from pathlib import Path
+
+from hippo_peft.nnunet import label_health
 
 _OWN_LABELS = {"full": "full fine-tuning", "nnunet": "nnU-Net from scratch", "nnunet-ft": "nnU-Net fine-tuned"}
 
@@ -27,7 +33,14 @@ def method_labels() -> dict[str, str]:
 # A run "started to learn" when fewer than this share of its test predictions are empty (no foreground at all);
 # no comparison is drawn at a budget where a method has not.
 STARTED_TO_LEARN_MAX_EMPTY = 0.10
-LOST_LABEL_MAX_DICE = 0.2  # a single label's mean test Dice below this: the run lost that label
+# a single label's mean test Dice below this while another's is above OTHER_MIN_DICE: the run lost that label
+LOST_LABEL_MAX_DICE = label_health.LOST_MAX_DICE
+
+
+def _fresh_head(record: dict) -> bool:
+    """A run of our backbones whose head started fresh (+freshhead). Records made before the head was recorded
+    carry no "head" and get no mark (they started fresh: the head was not loaded from the source then)."""
+    return record["arch"] is not None and record.get("head") == "fresh"
 
 
 def method_label(record: dict, with_iterations: bool = False) -> str:
@@ -35,7 +48,7 @@ def method_label(record: dict, with_iterations: bool = False) -> str:
     if record.get("lr"):
         label += f" lr {record['lr']}" + (f"/{record['decoder_lr']}" if record.get("decoder_lr") else "")
     if record["arch"] is not None:
-        label += f" ({record['arch']})"
+        label += f" ({record['arch']}{', head fresh' if _fresh_head(record) else ''})"
     return f"{label}, {record['iterations']} it" if with_iterations else label
 
 
@@ -45,11 +58,16 @@ def started_to_learn(record: dict) -> bool:
 
 
 def lost_labels(record: dict) -> list[str]:
-    """Single labels whose mean test Dice is below LOST_LABEL_MAX_DICE: a run can learn one label and lose the other
-    (a fresh head, a rate near instability), and its mean Dice alone does not say so."""
+    """Single labels whose mean test Dice is below LOST_LABEL_MAX_DICE while another single label's is above
+    label_health.OTHER_MIN_DICE (label_health.lost_labels): a run can learn one label and lose the other (a fresh
+    head, a rate near instability), and its mean Dice alone does not say so."""
     regions = record["summary"]["regions"]
-    return [name for name, labels in record["regions"].items()
-            if len(labels) == 1 and regions[name]["dice"] is not None and regions[name]["dice"] < LOST_LABEL_MAX_DICE]
+    return label_health.lost_labels({name: regions[name]["dice"] for name, labels in record["regions"].items()
+                                     if len(labels) == 1})
+
+
+def _repeats(records: list[dict]) -> int:
+    return 1 + max(r.get("repeat", 0) for r in records)
 
 
 def _mean_sd(values: list[float], digits: int = 3) -> str:
@@ -68,11 +86,12 @@ def _size(n_bytes: float) -> str:
 
 
 def group(records: list[dict]) -> dict[str, dict[int, list[dict]]]:
-    """method label (with the budget when runs of several budgets are present) -> k -> records (one per draw)."""
+    """method label (with the budget when runs of several budgets are present) -> k -> records (one per draw and
+    repeat)."""
     several = len({r["iterations"] for r in records}) > 1
     out: dict[str, dict[int, list[dict]]] = {}
     for r in sorted(records, key=lambda r: (r["iterations"], r["arch"] or "~", r["method"], r.get("lr") or "",
-                                            r["k"], r["draw"])):
+                                            _fresh_head(r), r["k"], r["draw"], r.get("repeat", 0))):
         out.setdefault(method_label(r, several), {}).setdefault(r["k"], []).append(r)
     return out
 
@@ -85,14 +104,19 @@ def markdown(records: list[dict], settings) -> str:
     k_max = shots[-1]
     budgets = sorted({r["iterations"] for r in records})
     n_val = max(r.get("n_val", 0) for r in records)
+    repeats = _repeats(records)
     lines = [f"Mean Dice over the labels ({', '.join(r for r in regions if len(records[0]['regions'][r]) == 1)}) "
-             f"on {records[0]['n_test']} held-out test cases; mean ± SD over the draws of k training cases"
+             f"on {records[0]['n_test']} held-out test cases; mean ± SD over the "
+             + ("draws of k training cases" if repeats == 1 else
+                f"runs: the draws of k training cases × {repeats} repeats, each repeat in its own nnU-Net fold "
+                f"(the paired differences take each draw's mean over its repeats)")
              + (f" (validation: the same on {n_val} validation cases, for choosing rates and budgets)" if n_val else "")
              + f". {', '.join(map(str, budgets))} training iterations per run; {settings.preset} preset; "
              f"device {settings.device}. Empty: test predictions without any foreground (a run with "
              f"{STARTED_TO_LEARN_MAX_EMPTY:.0%} or more has not started to learn: *marked*). *lost a label*: a "
-             f"draw's run whose mean test Dice of one label is below {LOST_LABEL_MAX_DICE} (it learned the others; "
-             f"rerun it or lower its rate). Compute: the sum of the training steps' times.", "",
+             f"draw's run whose mean test Dice of one label is below {LOST_LABEL_MAX_DICE} while another's is above "
+             f"{label_health.OTHER_MIN_DICE} (it learned the others; rerun it or lower its rate). Compute: the sum of "
+             f"the training steps' times.", "",
              "| method | trainable | % | " + " | ".join(f"Dice k={k}" for k in shots)
              + (f" | validation Dice k={k_max}" if n_val else "")
              + f" | empty k={k_max} | HD95 {whole} (mm), k={k_max} | abs. volume error {whole} (mm³), k={k_max} | "
@@ -116,8 +140,8 @@ def markdown(records: list[dict], settings) -> str:
             f" | {statistics.median(steps):.2f} | {compute}"
             f" | {max(r['peak_memory_mib'] for rs in by_k.values() for r in rs):.0f}"
             f" | {_size(first['stored_bytes'])} ({first['stored_what']}) |")
-    lines += ["", "Per label (mean over draws): Dice / HD95 (mm); undefined HD95 (a label missing from a prediction) "
-                  "are left out of the mean and counted in the CSV.", "",
+    lines += ["", f"Per label (mean over {'draws' if repeats == 1 else 'runs'}): Dice / HD95 (mm); undefined HD95 (a "
+                  "label missing from a prediction) are left out of the mean and counted in the CSV.", "",
               "| method | k | " + " | ".join(regions) + " |", "|---|---|" + "---|" * len(regions)]
     for label, by_k in groups.items():
         for k in shots:
@@ -130,10 +154,68 @@ def markdown(records: list[dict], settings) -> str:
                 h = _mean_sd([r["summary"]["regions"][region]["hd95"] for r in rs], 2).split(" ±")[0]
                 cells.append(f"{d} / {h}")
             lines.append(f"| {label} | {k} | " + " | ".join(cells) + " |")
-    for section in (rate_section(records), curve_section(records), paired_section(records)):
+    for section in (lost_label_section(records), rate_section(records), curve_section(records),
+                    paired_section(records)):
         if section:
             lines += ["", *section]
     return "\n".join(lines) + "\n"
+
+
+def _lost(r: dict) -> bool:
+    return started_to_learn(r) and bool(lost_labels(r))
+
+
+def _warning(r: dict) -> bool | None:
+    """Whether the run's early warning fired; None when the run has no label check (made before it existed, or
+    the warning could not be evaluated)."""
+    check = r.get("label_check")
+    if not check or not check.get("early_warning_checked", True):
+        return None
+    return bool(check.get("early_warning"))
+
+
+def label_warnings(records: list[dict]) -> list[dict]:
+    """Per (method label, k): runs, runs that lost a label (test Dice, runs that started to learn), and, of the
+    runs with a label check, how often the early warning fired, was right (fired, lost), a false alarm (fired,
+    not lost) or missed (lost, not fired)."""
+    rows = []
+    for label, by_k in group(records).items():
+        for k, rs in sorted(by_k.items()):
+            checked = [r for r in rs if _warning(r) is not None]
+            rows.append({"label": label, "k": k, "runs": len(rs), "lost": sum(map(_lost, rs)),
+                         "checked": len(checked), "fired": sum(map(_warning, checked)),
+                         "right": sum(_warning(r) and _lost(r) for r in checked),
+                         "false_alarms": sum(_warning(r) and not _lost(r) for r in checked),
+                         "missed": sum(_lost(r) and not _warning(r) for r in checked)})
+    return rows
+
+
+def lost_label_section(records: list[dict]) -> list[str]:
+    rows = label_warnings(records)
+    shown = [x for x in rows if x["lost"] or x["fired"]]
+    if not shown and not any(x["checked"] for x in rows):
+        return []  # nothing lost, nothing checked: nothing to say
+
+    def line(label, k, x) -> str:
+        counts = ("n/a",) * 4 if not x["checked"] else (
+            f"{x['fired']}" + (f" of {x['checked']} checked" if x["checked"] < x["runs"] else ""),
+            *(str(x[c]) for c in ("right", "false_alarms", "missed")))
+        return f"| {label} | {k} | {x['runs']} | {x['lost']} | " + " | ".join(counts) + " |"
+
+    total = {c: sum(x[c] for x in rows) for c in ("runs", "lost", "checked", "fired", "right", "false_alarms",
+                                                  "missed")}
+    return ["### Lost labels and the early warning",
+            f"Lost a label: one label's mean test Dice below {LOST_LABEL_MAX_DICE} while another's is above "
+            f"{label_health.OTHER_MIN_DICE} (runs that started to learn, as in the summary). Early warning: the "
+            f"trainers' label check while training (nnU-Net's pseudo-Dice of a label below "
+            f"{label_health.EARLY_MAX_DICE} in every epoch of the first {label_health.EARLY_FRACTION:.0%} of the "
+            f"epochs while another label's exceeded {label_health.OTHER_MIN_DICE}), from each run's label_check; "
+            f"right: fired and lost; false alarm: fired, not lost; missed: lost without a warning; n/a: runs without "
+            f"a label check (made before it existed). Rows where no run lost a label and no warning fired are left "
+            f"out; the last row counts every run.", "",
+            "| method | k | runs | lost a label | warning fired | right | false alarms | missed |",
+            "|---|---|---|---|---|---|---|---|",
+            *(line(x["label"], x["k"], x) for x in shown), line("all runs", "all", total)]
 
 
 def _val(r: dict) -> float | None:
@@ -155,13 +237,15 @@ def rate_choices(records: list[dict]) -> list[dict]:
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for r in records:
         if _val(r) is not None:
-            key = (r["arch"] or "", r["method"], r["k"], r["iterations"])
+            # a fresh head is another method, not another rate
+            key = (r["arch"] or "", r["method"], _fresh_head(r), r["k"], r["iterations"])
             groups.setdefault(key, {}).setdefault(r.get("method_token", r["method"]), []).append(r)
     choices = []
-    for (arch, method, k, n), by_token in sorted(groups.items()):
+    for (arch, method, fresh, k, n), by_token in sorted(groups.items()):
         if len(by_token) < 2:
             continue
-        rates = [{"token": token, "lr": rs[0].get("lr"), "decoder_lr": rs[0].get("decoder_lr"), "draws": len(rs),
+        rates = [{"token": token, "lr": rs[0].get("lr"), "decoder_lr": rs[0].get("decoder_lr"),
+                  "draws": len({r["draw"] for r in rs}), "runs": len(rs),
                   "val_dice": _mean(_val(r) for r in rs), "test_dice": _mean(r["summary"]["mean_dice"] for r in rs),
                   "started": all(started_to_learn(r) for r in rs)} for token, rs in by_token.items()]
         rates.sort(key=lambda x: float(x["lr"]) if x["lr"] else 0.0)
@@ -169,8 +253,8 @@ def rate_choices(records: list[dict]) -> list[dict]:
         chosen = max(eligible, key=lambda x: x["val_dice"])["token"] if eligible else None
         # a choice at the end of the swept range says: sweep further before trusting it
         ends = {rates[0]["token"], rates[-1]["token"]} if len(rates) >= 3 else set()
-        choices.append({"arch": arch or None, "method": method, "k": k, "iterations": n, "rates": rates,
-                        "chosen": chosen, "at_edge": chosen in ends})
+        choices.append({"arch": arch or None, "method": method, "fresh_head": fresh, "k": k, "iterations": n,
+                        "rates": rates, "chosen": chosen, "at_edge": chosen in ends})
     return choices
 
 
@@ -186,7 +270,8 @@ def rate_section(records: list[dict]) -> list[str]:
              "| method | k | iterations | rate | validation Dice | test Dice | draws |",
              "|---|---|---|---|---|---|---|"]
     for c in choices:
-        label = method_labels().get(c["method"], c["method"]) + (f" ({c['arch']})" if c["arch"] else "")
+        label = method_labels().get(c["method"], c["method"]) + (
+            f" ({c['arch']}{', head fresh' if c['fresh_head'] else ''})" if c["arch"] else "")
         for x in c["rates"]:
             rate = (x["lr"] + (f" / {x['decoder_lr']}" if x["decoder_lr"] else "")) if x["lr"] else "default"
             if x["token"] == c["chosen"]:
@@ -213,7 +298,8 @@ def curves(records: list[dict]) -> dict[tuple[str, int], list[dict]]:
                      "load": max(((r.get("load_average") or {}).get("median") or 0) for r in rs),
                      # the sum of step times over N x the median step: ~1 alone, far above when the CPU was shared
                      "shared": max(r["compute_seconds"] / (r["iterations"] * r["seconds_per_step"]) for r in rs),
-                     "started": all(started_to_learn(r) for r in rs), "draws": len(rs)}
+                     "started": all(started_to_learn(r) for r in rs), "draws": len({r["draw"] for r in rs}),
+                     "runs": len(rs)}
                     for n, rs in sorted(by_n.items())]
     return out
 
@@ -275,18 +361,29 @@ def _token(r: dict) -> str:
     return f"{r['arch'] + '-' if r['arch'] else ''}{r.get('method_token', r['method'])}"
 
 
+def _mean_exact(values: list[float]) -> float:
+    return values[0] if len(values) == 1 else sum(values) / len(values)
+
+
 def paired_differences(records: list[dict], reference: str) -> list[dict]:
     """Per (method label, k, budget) with two or more draws: the test Dice minus the reference's on the same draw
     and budget (``reference``: a run's backbone and method token, 'nnunet' or 'unetr-full@1e-3'); mean and SD over
-    draws."""
-    ref = {(r["k"], r["draw"], r["iterations"]): r for r in records if _token(r) == reference}
-    out: dict[tuple, list[float]] = {}
+    draws. Only runs that started to learn; with repeats, a draw's value on each side is the mean over its repeats
+    that started to learn (one value per draw: the draws are the pairs)."""
+    ref: dict[tuple, list[float]] = {}
+    draws: dict[tuple, list[float]] = {}
     for r in records:
-        other = ref.get((r["k"], r["draw"], r["iterations"]))
-        if other is None or other is r or not (started_to_learn(r) and started_to_learn(other)):
+        if not started_to_learn(r):
             continue
-        out.setdefault((method_label(r), r["k"], r["iterations"]), []).append(
-            r["summary"]["mean_dice"] - other["summary"]["mean_dice"])
+        if _token(r) == reference:
+            ref.setdefault((r["k"], r["draw"], r["iterations"]), []).append(r["summary"]["mean_dice"])
+        else:
+            draws.setdefault((method_label(r), r["k"], r["iterations"], r["draw"]), []).append(
+                r["summary"]["mean_dice"])
+    out: dict[tuple, list[float]] = {}
+    for (label, k, n, draw), values in draws.items():
+        if (k, draw, n) in ref:
+            out.setdefault((label, k, n), []).append(_mean_exact(values) - _mean_exact(ref[(k, draw, n)]))
     return [{"label": label, "k": k, "iterations": n, "diffs": d, "mean": statistics.mean(d),
              "sd": statistics.stdev(d)} for (label, k, n), d in sorted(out.items()) if len(d) >= 2]
 
@@ -313,11 +410,11 @@ def paired_section(records: list[dict]) -> list[str]:
 
 def write_csvs(records: list[dict], out: Path) -> None:
     regions = list(records[0]["regions"])
-    columns = ["run", "arch", "method", "method_token", "lr", "decoder_lr", "iterations", "k", "draw", "fold",
-               "trainer", "plans", "n_test", "mean_dice", "empty_predictions", "started_to_learn", "lost_labels",
-               "n_val", "val_mean_dice", "trainable", "total", "percent_trainable", "seconds_per_step",
-               "compute_seconds", "load_average_median", "peak_memory_mib", "peak_memory_kind", "stored_bytes",
-               "stored_what", "batch_size", "wall_seconds"]
+    columns = ["run", "arch", "method", "method_token", "lr", "decoder_lr", "head", "iterations", "k", "draw",
+               "repeat", "fold", "trainer", "plans", "n_test", "mean_dice", "empty_predictions", "started_to_learn",
+               "lost_labels", "early_warning", "label_check", "n_val", "val_mean_dice", "trainable", "total",
+               "percent_trainable", "seconds_per_step", "compute_seconds", "load_average_median", "peak_memory_mib",
+               "peak_memory_kind", "stored_bytes", "stored_what", "batch_size", "wall_seconds"]
     for region in regions:
         columns += [f"{m}_{region}" for m in ("dice", "hd95", "hd95_undefined", "abs_volume_error")]
     with open(out / "runs.csv", "w", newline="") as f:
@@ -329,6 +426,9 @@ def write_csvs(records: list[dict], out: Path) -> None:
             row["empty_predictions"] = r["summary"].get("empty_predictions")
             row["started_to_learn"] = started_to_learn(r)
             row["lost_labels"] = ";".join(lost_labels(r))
+            row["repeat"] = r.get("repeat", 0)
+            row["early_warning"] = _warning(r)  # empty: no label check
+            row["label_check"] = (r.get("label_check") or {}).get("verdict")  # on nnU-Net's validation (ours + test)
             row["val_mean_dice"] = (r.get("val_summary") or {}).get("mean_dice")
             row["load_average_median"] = (r.get("load_average") or {}).get("median")
             for region in regions:

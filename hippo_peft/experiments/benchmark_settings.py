@@ -44,12 +44,16 @@ def default_methods() -> tuple[str, ...]:
 
 
 # The version of the work-folder layout (benchmark.json, run names with the budget, validation cases, the papers'
-# trainable sets) this code reads and writes; a work folder of another version is refused.
-SETTINGS_VERSION = 3
+# trainable sets; 4: the head starts from the source, head-fresh runs are '+freshhead') this code reads and writes; a
+# work folder of another version is refused.
+SETTINGS_VERSION = 4
 # Fixed by the first command on a work folder; the rest (archs, methods, shots, draws, iterations) may vary.
 FIXED_SETTINGS = ("target", "source", "source_kind", "seed", "preset", "source_iterations", "device", "test_cases",
                   "val_cases", "source_cases", "settings_version")
 _METHOD_TOKEN = re.compile(r"^(?P<method>[a-z-]+)(?:@(?P<lr>[^,]+)(?:,(?P<dlr>.+))?)?$")
+# "+<option>" at the end of a token; letters only, so that a rate written 1e+3 is not taken for one
+_TOKEN_OPTION = re.compile(r"^(?P<body>.+?)(?:\+(?P<option>[a-z]+))?$")
+FRESH_HEAD = "freshhead"  # lorapt+freshhead: the segmentation head starts fresh instead of from the source's
 LABEL_SHIFT = "label-shift"
 DEFAULT_SOURCE = "Dataset002_BraTS2015mini"  # looked for beside the target dataset
 TARGET_ID, SOURCE_ID = 961, 962
@@ -67,15 +71,28 @@ class BenchmarkError(HippoPeftError, ValueError):
     """Bad input, found before any training."""
 
 
+def _split_option(token: str) -> tuple[str, str | None]:
+    """``"lorapt@3e-4+freshhead"`` -> ``("lorapt@3e-4", "freshhead")``."""
+    match = _TOKEN_OPTION.match(token)
+    if match["option"] is not None and match["option"] != FRESH_HEAD:
+        raise BenchmarkError(f"'{token}': unknown option '+{match['option']}'; the one option is +{FRESH_HEAD} "
+                             f"(the segmentation head starts fresh instead of from the source's), e.g. "
+                             f"lorapt@3e-4+{FRESH_HEAD}.")
+    return match["body"], match["option"]
+
+
 def parse_method(token: str) -> tuple[str, str | None, str | None]:
     """``"lorapt@3e-4,1e-3"`` -> ``("lorapt", "3e-4", "1e-3")``: method, rate of every group (or of the adapter
-    group when a second rate follows), rate of the decoder + head group; rates in their one spelling."""
+    group when a second rate follows), rate of the decoder + head group; rates in their one spelling. A
+    ``+freshhead`` suffix is accepted (see :func:`head_init`) and not part of the result."""
     from hippo_peft.trainers.budget import format_rate
-    match = _METHOD_TOKEN.match(token)
+    body, option = _split_option(token)
+    match = _METHOD_TOKEN.match(body)
     if not match or match["method"] not in all_methods():
         raise BenchmarkError(f"Unknown method '{token}'. Choose from: {', '.join(all_methods())} (nnunet = nnU-Net's "
                              f"default trainer from scratch, nnunet-ft = the same pre-trained on the source), "
-                             f"optionally with learning rates: lorapt@3e-4 or lorapt@3e-4,1e-3 (adapter, decoder).")
+                             f"optionally with learning rates: lorapt@3e-4 or lorapt@3e-4,1e-3 (adapter, decoder), "
+                             f"and +{FRESH_HEAD} for a head that starts fresh: lorapt@3e-4+{FRESH_HEAD}.")
     method, rates = match["method"], []
     for rate in (match["lr"], match["dlr"]):
         try:
@@ -85,7 +102,18 @@ def parse_method(token: str) -> tuple[str, str | None, str | None]:
     if rates[1] is not None and method not in paper_methods():
         raise BenchmarkError(f"'{token}': two rates (adapter, decoder + head) need a method that trains both, one "
                              f"of {', '.join(paper_methods())}; give {method} one rate.")
+    if option == FRESH_HEAD and method in NNUNET_METHODS:
+        raise BenchmarkError(f"'{token}': +{FRESH_HEAD} is for our backbones' methods; nnU-Net's own loader "
+                             f"(-pretrained_weights) always leaves its segmentation layers fresh, so {method}'s head "
+                             f"is fresh already. Write {method}" + (f"@{match['lr']}" if match["lr"] else "") + ".")
     return method, rates[0], rates[1]
+
+
+def head_init(token: str) -> str:
+    """Where a method token's segmentation head starts: ``"source"`` (the source's head, the default of our
+    backbones' methods) or ``"fresh"`` (``+freshhead``, and nnU-Net's methods: its loader skips the head)."""
+    method = parse_method(token)[0]
+    return "fresh" if method in NNUNET_METHODS or _split_option(token)[1] == FRESH_HEAD else "source"
 
 
 def rate_suffix(token: str) -> str:
@@ -114,13 +142,23 @@ class Settings:
     source_cases: list  # label-shift only: target cases used (merged) for pre-training, never drawn or tested
     train_draws: dict  # str(k) -> list of draws (lists of case ids)
     val_cases: list = None  # scored apart from the test set; never trained on, never drawn
-    folds: list = None  # [k, draw] of each nnU-Net fold in splits_final.json, in order of first use
+    # [k, draw] (repeat 0) or [k, draw, repeat] of each nnU-Net fold in splits_final.json, in order of first use:
+    # a repeat trains on its draw's cases in a fold (so a fold folder) of its own
+    folds: list = None
     settings_version: int = SETTINGS_VERSION  # see SETTINGS_VERSION
+    repeats: int = 1  # runs per (method, draw, budget): nnU-Net does not seed its runs, so each repeat differs
 
     def __post_init__(self):
         self.val_cases = list(self.val_cases or [])
-        if self.folds is None:
-            self.folds = [[k, d] for k in self.shots for d in range(self.draws)]
+        if self.folds is None:  # repeat 0 first, so its fold numbers do not depend on --repeats
+            self.folds = [fold_key(k, d, r) for r in range(self.repeats) for k in self.shots
+                          for d in range(self.draws)]
+
+
+def fold_key(k: int, draw: int, repeat: int = 0) -> list[int]:
+    """A fold's entry in Settings.folds: ``[k, draw]`` for repeat 0 (as before repeats existed), else
+    ``[k, draw, repeat]``."""
+    return [k, draw] if repeat == 0 else [k, draw, repeat]
 
 
 @dataclass(frozen=True)
@@ -131,10 +169,12 @@ class Run:
     draw: int
     fold: int
     iterations: int
+    repeat: int = 0  # repeat 0 keeps the name runs had before repeats existed
 
     @property
     def name(self) -> str:
-        return f"{self.arch + '-' if self.arch else ''}{self.method}-k{self.k}-d{self.draw}-{self.iterations}it"
+        return (f"{self.arch + '-' if self.arch else ''}{self.method}-k{self.k}-d{self.draw}-{self.iterations}it"
+                + (f"-r{self.repeat}" if self.repeat else ""))
 
     @property
     def base_method(self) -> str:
@@ -190,12 +230,13 @@ def resolve_settings(target: str, source: str | None = None, archs=("unetr",), m
                      shots=(5, 10, 20), draws: int = 3, seed: int = 0, preset: str | None = None,
                      iterations=None, source_iterations: int | None = None, device: str = "cpu",
                      n_test: int | None = -1, test_cases=None, train_draws_file: str | None = None,
-                     n_source: int = 40, n_val: int = -1) -> Settings:
+                     n_source: int = 40, n_val: int = -1, repeats: int = 1) -> Settings:
     """Check every input and fix the draws; raises :class:`BenchmarkError` before anything is trained.
 
     ``n_test=-1`` takes the device profile's test-set size; ``None`` takes every labelled case not drawn.
     ``n_val=-1`` takes the profile's validation-set size (drawn after the test set, before the draws); 0: none.
-    ``iterations``: one budget or a list of budgets.
+    ``iterations``: one budget or a list of budgets. ``repeats``: runs of every (method, draw, budget), each in its
+    own nnU-Net fold.
     """
     if device not in PROFILES:
         raise BenchmarkError(f"Unknown device '{device}'; use cpu or cuda.")
@@ -219,6 +260,8 @@ def resolve_settings(target: str, source: str | None = None, archs=("unetr",), m
     shots = sorted(set(int(k) for k in shots))
     if not shots or shots[0] < 1 or draws < 1:
         raise BenchmarkError(f"Need shot counts >= 1 and draws >= 1 (got shots {shots}, draws {draws}).")
+    if repeats < 1:
+        raise BenchmarkError(f"--repeats {repeats}: give 1 (each run once) or more.")
     if iterations is None or iterations == []:
         iterations = [profile["iterations"]]
     iterations = sorted(set(int(n) for n in ([iterations] if isinstance(iterations, int) else iterations)))
@@ -311,7 +354,7 @@ def resolve_settings(target: str, source: str | None = None, archs=("unetr",), m
     return Settings(target=str(target_path), source=source, source_kind=source_kind, archs=list(archs),
                     methods=list(methods), shots=shots, draws=draws, seed=seed, preset=preset, iterations=iterations,
                     source_iterations=source_iterations, device=device, test_cases=sorted(test_cases),
-                    source_cases=source_cases, train_draws=train_draws, val_cases=val_cases)
+                    source_cases=source_cases, train_draws=train_draws, val_cases=val_cases, repeats=repeats)
 
 
 def _default_source(target: Path) -> Path:
@@ -366,15 +409,17 @@ def _read_draws(path: Path, shots: list[int], draws: int, cases: list[str]) -> d
 
 def planned_runs(s: Settings) -> list[Run]:
     """This command's runs, ordered so that every method is compared on one draw (at every budget) before the next
-    draw starts."""
+    repeat or draw starts."""
     runs = []
     for k in s.shots:
         for d in range(s.draws):
-            fold = s.folds.index([k, d])
-            for n in s.iterations:
-                for arch in s.archs:
-                    runs += [Run(arch, m, k, d, fold, n) for m in s.methods if parse_method(m)[0] not in NNUNET_METHODS]
-                runs += [Run(None, m, k, d, fold, n) for m in s.methods if parse_method(m)[0] in NNUNET_METHODS]
+            for r in range(s.repeats):
+                fold = s.folds.index(fold_key(k, d, r))
+                for n in s.iterations:
+                    for arch in s.archs:
+                        runs += [Run(arch, m, k, d, fold, n, r) for m in s.methods
+                                 if parse_method(m)[0] not in NNUNET_METHODS]
+                    runs += [Run(None, m, k, d, fold, n, r) for m in s.methods if parse_method(m)[0] in NNUNET_METHODS]
     return runs
 
 

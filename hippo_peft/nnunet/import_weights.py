@@ -10,7 +10,8 @@ from hippo_peft.atomic import atomic_file
 from hippo_peft.errors import InputError, MissingInputError, OutputExistsError
 from hippo_peft.networks import arch_for_class_name
 from hippo_peft.nnunet.plans import network_io
-from hippo_peft.nnunet.weights import LoadReport, read_state_dict, transfer_weights
+from hippo_peft.nnunet.weights import (LoadReport, is_region_labels, parse_source_labels, read_source,
+                                       read_state_dict, transfer_weights)
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +36,41 @@ def network_from_plans(plans_file: str | Path, configuration: str = "3d_fullres"
 
 
 def import_weights(source: str | Path, plans_file: str | Path, output: str | Path, configuration: str = "3d_fullres",
-                   min_fraction: float = 0.5, overwrite: bool = False, trust_pickle: bool = False) -> LoadReport:
+                   overwrite: bool = False, trust_pickle: bool = False, source_labels: str | None = None) -> LoadReport:
+    """A foreign checkpoint -> a ``-pretrained_weights`` file for the network a hippo_peft plans file describes.
+
+    Args:
+        source: the checkpoint (see :func:`hippo_peft.nnunet.weights.read_state_dict` for the layouts read).
+        plans_file: the target's plans; the target's classes come from the ``dataset.json`` beside it.
+        output: the file to write (atomically); it records the target's classes, so that a trainer loading it
+            takes its head as it is.
+        source_labels: the source head's classes in row order, background first (``"background,hippocampus"``),
+            for a file that does not record them.
+    """
+    from batchgenerators.utilities.file_and_folder_operations import load_json
     output = Path(output)
     if output.exists() and not overwrite:
         raise OutputExistsError(f"{output} exists; pass --overwrite to replace it. Nothing was written.")
-    net, in_channels = network_from_plans(plans_file, configuration)
-    report = transfer_weights(net, read_state_dict(source, trust_pickle), in_channels, min_fraction)
+    dataset_json = load_json(str(Path(plans_file).parent / "dataset.json")) if Path(plans_file).is_file() else None
+    net, in_channels = network_from_plans(plans_file, configuration, dataset_json)
+    weights = read_source(source, trust_pickle)
+    if source_labels is not None:
+        given = parse_source_labels(source_labels)
+        if weights.labels is not None and {k.casefold(): v for k, v in weights.labels.items()} != \
+                {k.casefold(): v for k, v in given.items()}:
+            raise InputError(f"{source} records its classes ({weights.labels_from}: {weights.labels}), which differ "
+                             f"from --source-labels {source_labels}. Omit --source-labels. Nothing was written.")
+        weights.labels, weights.regions, weights.labels_from = given, False, "--source-labels"
+    target_labels = dataset_json["labels"]
+    regions = bool(dataset_json.get("regions_class_order")) or is_region_labels(target_labels)
+    report = transfer_weights(net, weights, in_channels, target_labels, regions)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(output) as tmp:
         torch.save({"network_weights": net.state_dict(),
-                    "hippo_peft_import": {"source": str(source), "plans": str(plans_file), **report.to_dict()}}, tmp)
+                    "hippo_peft_import": {"source": str(source), "plans": str(plans_file), "labels": target_labels,
+                                          "regions": regions, "source_labels": weights.labels,
+                                          "source_labels_from": weights.labels_from, **report.to_dict()}}, tmp)
+    logger.info(f"source classes: {weights.labels_from}" + (f" {weights.labels}" if weights.labels else ""))
     logger.info(report.format())
     logger.info(f"Wrote {output}; use it with nnUNetv2_train ... -pretrained_weights {output}")
     return report

@@ -4,8 +4,14 @@ nnU-Net's ``-pretrained_weights`` demands identical shapes everywhere except ``.
 called ``out`` and a source task (brain tumour, 2-4 MRI channels) rarely has the target's channel or class
 count, so our trainers load with :func:`load_pretrained` instead. Rules, applied per tensor of the *target*:
 
-1. same name and shape in the source -> loaded;
-2. segmentation head (``out.*``) whose class count differs -> left at its fresh initialisation;
+1. segmentation head (``out.*``, ``.seg_layers.``): decided by the head rules (:func:`plan_head`), before any
+   shape rule, row by row from the class names both sides record: background from background; a target class
+   from the source class of the same name; where the source has exactly one foreground class and no name
+   matches, every target foreground class from that row with ``log(n)`` subtracted from its bias (n target
+   foreground classes), so that the whole structure's probability is the source's at the start; any other row
+   stays fresh. Unknown source classes (a foreign file), region-based (sigmoid) heads on either side, or a
+   ``_freshhead`` trainer: the head stays fresh. A head of the same shape is never copied because of its shape;
+2. same name and shape in the source -> loaded;
 3. input layer whose input-channel count differs (all other dims equal, the target's dim 1 equals the network's
    input channels) -> adapted: to one channel, the source kernels are summed over channels (an image repeated on
    every source channel gives the same response); to C_t channels, source channels are repeated cyclically and
@@ -13,29 +19,49 @@ count, so our trainers load with :func:`load_pretrained` instead. Rules, applied
 4. UNETR position embedding of another length -> error: the source was trained on another patch size;
 5. anything else of another shape, or absent from the source -> skipped, with the reason.
 
-If less than ``min_fraction`` of the target's numbers could be loaded (e.g. another backbone or preset), the load
-is refused. Every decision is returned in a :class:`LoadReport` and logged (trainers write it to nnU-Net's log).
+The transformer encoder (UNETR ``vit.*``, SwinUNETR ``swinViT.*``) must load completely, or the load is refused
+naming what is missing and, when the file fits another preset, which one: an encoder-only file (MONAI's
+self-supervised Swin encoder, mapped as ``SwinUNETR.load_from`` maps it) loads, a file of another backbone or
+preset does not. Every decision is returned in a :class:`LoadReport` and logged (trainers write it to nnU-Net's
+log and ``pretrained_weights_report.json``).
 """
 from __future__ import annotations
 
 import logging
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
-from hippo_peft.errors import HippoPeftError
+from hippo_peft.errors import HippoPeftError, InputError
 
 logger = logging.getLogger(__name__)
 
 WRAPPER_KEYS = ("network_weights", "state_dict", "model_state_dict", "net", "model", "module")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
+HEAD_INITS = ("source", "fresh")
+# Deterministic from the architecture (a Swin window's relative position index) or never used (MONAI builds a
+# cross-attention norm in every UNETR block): the encoder is complete without them.
+_ENCODER_EXEMPT = re.compile(r"relative_position_index$|\.norm_cross_attn\.")
 
 
 class WeightsMismatchError(HippoPeftError, RuntimeError):
     """The checkpoint does not fit the network (wrong backbone, preset or patch size)."""
+
+
+@dataclass
+class SourceWeights:
+    """A checkpoint's tensors and what it records about its segmentation head."""
+
+    state: dict[str, torch.Tensor]
+    labels: dict | None = None  # dataset.json "labels" of the source task (name -> value, or region lists)
+    regions: bool = False  # region-based (sigmoid) head: never mapped row for row
+    labels_from: str = "not recorded"  # where ``labels`` came from, for the report
+    layout: str | None = None  # a foreign key layout that was mapped (e.g. MONAI's self-supervised Swin encoder)
 
 
 @dataclass
@@ -45,6 +71,8 @@ class LoadReport:
     reinitialised: list = field(default_factory=list)  # (key, reason)
     skipped: list = field(default_factory=list)  # (key, reason)
     unused: list = field(default_factory=list)  # source keys the network has no use for
+    head: list = field(default_factory=list)  # one line per decision of the head rules
+    layout: str | None = None
     loaded_numel: int = 0
     total_numel: int = 0
 
@@ -57,6 +85,9 @@ class LoadReport:
                  f"{len(self.reinitialised)} re-initialised, {len(self.skipped)} skipped, "
                  f"{len(self.unused)} source tensors unused; {100 * self.fraction:.1f} % of the network's numbers "
                  f"come from the checkpoint"]
+        if self.layout:
+            lines.append(f"  source layout: {self.layout}")
+        lines += [f"  head: {line}" for line in self.head]
         for title, items in (("adapted", self.adapted), ("re-initialised", self.reinitialised),
                              ("skipped", self.skipped)):
             lines += [f"  {title}: {k} ({why})" for k, why in items]
@@ -67,21 +98,13 @@ class LoadReport:
 
     def to_dict(self) -> dict:
         return {"loaded": self.loaded, "adapted": self.adapted, "reinitialised": self.reinitialised,
-                "skipped": self.skipped, "unused": self.unused, "fraction": self.fraction}
+                "skipped": self.skipped, "unused": self.unused, "head": self.head, "layout": self.layout,
+                "fraction": self.fraction}
 
 
-def read_state_dict(path: str | Path, trust_pickle: bool | None = None) -> dict[str, torch.Tensor]:
-    """Read a state dict from an nnU-Net checkpoint, a plain (MONAI) state dict, a ``state_dict``/``net`` wrapper or
-    a ``.safetensors`` file; ``module.`` / ``_orig_mod.`` prefixes (DDP, torch.compile) are removed.
-
-    Args:
-        path: the weights file, read by :func:`hippo_peft.safe_load.load_weights_file` (never runs code from it).
-        trust_pickle: unpickle without the allow-list; ``None`` takes ``HIPPO_PEFT_TRUST_PICKLE`` from the
-            environment (the ``nnUNetv2_train`` path).
-    """
-    from hippo_peft.safe_load import WeightsFileError, load_weights_file, trust_from_env
-    path = Path(path)
-    obj = load_weights_file(path, trust_from_env() if trust_pickle is None else trust_pickle)
+# ------------------------------------------------------------------------------------------------- reading files
+def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
+    from hippo_peft.safe_load import WeightsFileError
     for _ in range(3):  # wrappers can nest, e.g. {"model": {"state_dict": ...}}
         if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
             inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
@@ -108,6 +131,167 @@ def read_state_dict(path: str | Path, trust_pickle: bool | None = None) -> dict[
     return out
 
 
+def is_region_labels(labels: Mapping) -> bool:
+    """nnU-Net region-based labels: a value is a list of label values (trained with sigmoid outputs)."""
+    return any(isinstance(v, (list, tuple)) for v in labels.values())
+
+
+def _recorded_labels(obj) -> tuple[dict | None, bool, str]:
+    """(labels, region-based, where from) from what a checkpoint records: nnU-Net's ``init_args.dataset_json`` or
+    the record ``hippo-peft import-weights`` writes."""
+    if not isinstance(obj, dict):
+        return None, False, "not recorded"
+    ours = obj.get("hippo_peft_import")
+    if isinstance(ours, dict) and isinstance(ours.get("labels"), dict):
+        return ours["labels"], bool(ours.get("regions")), "recorded by hippo-peft import-weights"
+    init_args = obj.get("init_args")
+    dataset_json = init_args.get("dataset_json") if isinstance(init_args, dict) else None
+    if isinstance(dataset_json, dict) and isinstance(dataset_json.get("labels"), dict):
+        labels = dataset_json["labels"]
+        return labels, bool(dataset_json.get("regions_class_order")) or is_region_labels(labels), \
+            "the checkpoint's dataset.json (nnU-Net init_args)"
+    return None, False, "not recorded"
+
+
+def read_source(path: str | Path, trust_pickle: bool | None = None) -> SourceWeights:
+    """Read a weights file (see :func:`read_state_dict`) with the class names its head was trained on, when the
+    file records them."""
+    from hippo_peft.safe_load import load_weights_file, trust_from_env
+    path = Path(path)
+    obj = load_weights_file(path, trust_from_env() if trust_pickle is None else trust_pickle)
+    labels, regions, origin = _recorded_labels(obj)
+    return SourceWeights(_unwrap(obj, path), labels, regions, origin)
+
+
+def read_state_dict(path: str | Path, trust_pickle: bool | None = None) -> dict[str, torch.Tensor]:
+    """Read a state dict from an nnU-Net checkpoint, a plain (MONAI) state dict, a ``state_dict``/``net`` wrapper or
+    a ``.safetensors`` file; ``module.`` / ``_orig_mod.`` prefixes (DDP, torch.compile) are removed.
+
+    Args:
+        path: the weights file, read by :func:`hippo_peft.safe_load.load_weights_file` (never runs code from it).
+        trust_pickle: unpickle without the allow-list; ``None`` takes ``HIPPO_PEFT_TRUST_PICKLE`` from the
+            environment (the ``nnUNetv2_train`` path).
+    """
+    return read_source(path, trust_pickle).state
+
+
+def parse_source_labels(text: str) -> dict[str, int]:
+    """``"background,hippocampus"`` -> ``{"background": 0, "hippocampus": 1}`` (``import-weights --source-labels``)."""
+    names = [n.strip() for n in text.split(",")]
+    if len(names) < 2 or any(not n for n in names):
+        raise InputError(f"--source-labels '{text}': give the head's classes in row order, comma-separated, at least "
+                         f"background and one class (e.g. background,hippocampus).")
+    if names[0].casefold() != "background":
+        raise InputError(f"--source-labels '{text}': the first row must be background. A head without a background "
+                         f"row is region-based (sigmoid, e.g. BraTS TC/WT/ET) and is never mapped row for row: omit "
+                         f"--source-labels and the head starts fresh.")
+    if len({n.casefold() for n in names}) < len(names):
+        raise InputError(f"--source-labels '{text}': a class name appears twice.")
+    return {n: i for i, n in enumerate(names)}
+
+
+# ------------------------------------------------------------------------------------------ foreign key layouts
+_SWIN_BLOCK = ("norm1.weight", "norm1.bias", "attn.relative_position_bias_table", "attn.relative_position_index",
+               "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias", "norm2.weight",
+               "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias")
+_SWIN_SSL_KEY = re.compile(r"^(?:patch_embed\.proj\.(?:weight|bias)"
+                           r"|layers[1-4]\.0\.blocks\.\d+\.(?:" + "|".join(map(re.escape, _SWIN_BLOCK)) + r")"
+                           r"|layers[1-4]\.0\.downsample\.(?:reduction\.weight|norm\.weight|norm\.bias))$")
+
+
+def map_swin_ssl(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """MONAI's self-supervised Swin encoder (``model_swinvit.pt``: ``module.patch_embed...``,
+    ``module.layersN.0.blocks.i...`` with ``mlp.fc1``/``fc2``; ``module.`` is already stripped here, some copies
+    say ``swin_vit.``) -> SwinUNETR's ``swinViT.*`` names, exactly the tensors ``SwinUNETR.load_from`` copies.
+    ``None`` when ``state`` is not in that layout."""
+    state = {k[len("swin_vit."):] if k.startswith("swin_vit.") else k: v for k, v in state.items()}
+    if any(k.startswith("swinViT.") for k in state) or "patch_embed.proj.weight" not in state:
+        return None
+    mapped = {}
+    for key, value in state.items():
+        if _SWIN_SSL_KEY.match(key):
+            key = "swinViT." + key.replace(".mlp.fc1.", ".mlp.linear1.").replace(".mlp.fc2.", ".mlp.linear2.")
+        mapped[key] = value  # anything else (the pre-training heads) stays unused under its own name
+    return mapped
+
+
+# ----------------------------------------------------------------------------------------------------- the head
+def _is_head(key: str) -> bool:
+    return key.startswith("out.") or ".seg_layers." in key
+
+
+@dataclass
+class HeadPlan:
+    """Per target row: (source row, bias shift), or None for a fresh row; ``lines`` say why, for the report."""
+
+    rows: list
+    lines: list
+
+    @property
+    def copies_nothing(self) -> bool:
+        return all(r is None for r in self.rows)
+
+
+def _rows(labels: Mapping) -> dict[int, str]:
+    return {int(v): name for name, v in labels.items()}
+
+
+def plan_head(source: SourceWeights, source_rows: int, target_labels: Mapping | None, target_regions: bool = False,
+              head_init: str = "source") -> HeadPlan:
+    """The head rules (rule 1 of the module docstring) for a target head of ``len(target_labels)`` rows."""
+    if head_init not in HEAD_INITS:
+        raise InputError(f"head_init must be one of {HEAD_INITS}, got '{head_init}'.")
+    n_target = len(target_labels) if target_labels else source_rows
+
+    def fresh(why: str) -> HeadPlan:
+        return HeadPlan([None] * n_target, [f"left fresh: {why}"])
+
+    if head_init == "fresh":
+        return fresh("this trainer starts the head fresh (a _freshhead trainer)")
+    if target_labels is None:
+        return fresh("the target's classes were not given")
+    if target_regions or is_region_labels(target_labels):
+        return fresh("the target is region-based (sigmoid outputs); region heads are never mapped row for row")
+    if source.regions or (source.labels is not None and is_region_labels(source.labels)):
+        return fresh("the source head is region-based (sigmoid outputs); region heads are never mapped row for row")
+    if source.labels is None:
+        return fresh("the checkpoint does not record its classes (a foreign file); to map it, name them with "
+                     "`hippo-peft import-weights --source-labels background,...`")
+    src, tgt = _rows(source.labels), _rows(target_labels)
+    if sorted(src) != list(range(source_rows)):
+        return fresh(f"the checkpoint records {len(src)} classes but its head has {source_rows} rows")
+    rows, lines = [None] * n_target, []
+    if 0 in src and 0 in tgt:
+        rows[0] = (0, 0.0)
+        lines.append(f"'{tgt[0]}' (row 0) from the source's '{src[0]}' (background from background)")
+    src_fg = {v: n for v, n in src.items() if v != 0}
+    tgt_fg = {v: n for v, n in tgt.items() if v != 0}
+    by_name = {n.casefold(): v for v, n in src_fg.items()}
+    for v, name in tgt_fg.items():
+        if name.casefold() in by_name:
+            rows[v] = (by_name[name.casefold()], 0.0)
+            lines.append(f"'{name}' (row {v}) from the source's '{name}' (row {rows[v][0]}, same name)")
+    if all(rows[v] is None for v in tgt_fg) and len(src_fg) == 1 and tgt_fg:
+        (sv, sname), n = next(iter(src_fg.items())), len(tgt_fg)
+        for v, name in tgt_fg.items():
+            rows[v] = (sv, -math.log(n))
+            lines.append(f"'{name}' (row {v}) from the source's one foreground class '{sname}' (row {sv})"
+                         + (f", bias - log({n}) so that the whole structure keeps the source's probability"
+                            if n > 1 else ""))
+    lines += [f"'{tgt[v]}' (row {v}) left fresh: no source class of that name, and the source has "
+              f"{len(src_fg)} foreground classes" for v in range(n_target) if rows[v] is None and v in tgt]
+    return HeadPlan(rows, lines)
+
+
+def _map_head(fresh: torch.Tensor, src: torch.Tensor, plan: HeadPlan, is_bias: bool) -> torch.Tensor:
+    out = fresh.detach().clone()
+    for row, entry in enumerate(plan.rows):
+        if entry is not None:
+            out[row] = src[entry[0]].to(out.dtype) + (entry[1] if is_bias else 0.0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- the rules
 def adapt_input_channels(weight: torch.Tensor, target_channels: int) -> torch.Tensor:
     """Map a kernel with C_s input channels (dim 1) to ``target_channels`` (rule 3 of the module docstring)."""
     source_channels = weight.shape[1]
@@ -117,24 +301,90 @@ def adapt_input_channels(weight: torch.Tensor, target_channels: int) -> torch.Te
     return weight.repeat(1, reps, *([1] * (weight.ndim - 2)))[:, :target_channels] * (source_channels / target_channels)
 
 
-def _is_head(key: str) -> bool:
-    return key.startswith("out.") or ".seg_layers." in key
+def encoder_prefix(network: nn.Module) -> str | None:
+    """The state-dict prefix of the part that must load completely: the transformer encoder."""
+    from monai.networks.nets import UNETR, SwinUNETR
+    if isinstance(network, SwinUNETR):
+        return "swinViT."
+    if isinstance(network, UNETR):
+        return "vit."
+    return "encoder." if isinstance(getattr(network, "encoder", None), nn.Module) else None
 
 
-def transfer_weights(network: nn.Module, source: dict[str, torch.Tensor], in_channels: int,
-                     min_fraction: float = 0.5) -> LoadReport:
-    """Copy ``source`` into ``network`` by name and shape (rules in the module docstring). Nothing is written to
-    the network if the load is refused."""
-    target = network.state_dict()
+def matching_presets(network: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> list[str]:
+    """The presets of ``network``'s backbone whose encoder has every shape the file's encoder has (input channels
+    and UNETR's patch-size-bound position embedding aside)."""
+    from hippo_peft.networks import ARCHS, PRESETS, build_network
+    from monai.networks.nets import UNETR
+    arch = "unetr" if isinstance(network, UNETR) else "swinunetr"
+    keys = [k for k in state if k.startswith(prefix) and "position_embeddings" not in k]
+    if not keys:
+        return []
+    found = []
+    for name, kwargs in PRESETS[arch].items():
+        try:
+            patch = [ARCHS[arch].divisor * 2] * 3
+            sd = build_network(ARCHS[arch].network_class_name, kwargs, patch, 1, 2).state_dict()
+        except Exception:  # noqa: BLE001 - a preset that cannot be built here matches nothing
+            continue
+        if all(k in sd and (sd[k].shape[:1] + sd[k].shape[2:] == state[k].shape[:1] + state[k].shape[2:])
+               for k in keys):
+            found.append(name)
+    return found
+
+
+def transfer_weights(network: nn.Module, source: dict[str, torch.Tensor] | SourceWeights, in_channels: int,
+                     target_labels: Mapping | None = None, target_regions: bool = False,
+                     head_init: str = "source") -> LoadReport:
+    """Copy ``source`` into ``network`` (rules in the module docstring). Nothing is written to the network if the
+    load is refused.
+
+    Args:
+        network: the target network (plain, before any adapter is injected).
+        source: tensors, or :class:`SourceWeights` with the classes the source head was trained on.
+        in_channels: the target's image channels.
+        target_labels: the target's dataset.json ``labels``; without them the head is not copied.
+        target_regions: the target is region-based (sigmoid heads): the head is not copied.
+        head_init: ``"source"`` (the head rules) or ``"fresh"`` (the head is never copied).
+    """
+    if not isinstance(source, SourceWeights):
+        source = SourceWeights(dict(source))
+    state = source.state
     report = LoadReport()
+    if isinstance(network, _swin_class()):
+        mapped = map_swin_ssl(state)
+        if mapped is not None:
+            state = mapped
+            report.layout = ("MONAI's self-supervised Swin encoder (model_swinvit.pt), mapped into swinViT.* as "
+                             "SwinUNETR.load_from maps it; the decoder and the head stay fresh")
+    target = network.state_dict()
+    plan = None
     new_state = {}
     for key, tensor in target.items():
         report.total_numel += tensor.numel()
-        if key not in source:
+        if key not in state:
             report.skipped.append((key, "not in checkpoint"))
             continue
-        src = source[key]
-        if src.shape == tensor.shape:
+        src = state[key]
+        if _is_head(key) and src.ndim == tensor.ndim and src.shape[1:] == tensor.shape[1:]:
+            if plan is None:
+                plan = plan_head(source, src.shape[0], target_labels, target_regions, head_init)
+                plan.rows = (plan.rows + [None] * tensor.shape[0])[:tensor.shape[0]]
+                report.head = [f"source classes: {source.labels_from}"
+                               + (f" {dict(source.labels)}" if source.labels else ""), *plan.lines]
+            if plan.copies_nothing:
+                report.reinitialised.append((key, f"head left fresh ({src.shape[0]} rows in checkpoint, "
+                                                  f"{tensor.shape[0]} here)"))
+                continue
+            new_state[key] = _map_head(tensor, src, plan, key.endswith("bias"))
+            copied = sum(r is not None for r in plan.rows)
+            if copied == tensor.shape[0] and src.shape == tensor.shape and all(
+                    r == (i, 0.0) for i, r in enumerate(plan.rows)):
+                report.loaded.append(key)
+            else:
+                report.adapted.append((key, f"head rows from the source's head: {copied} of {tensor.shape[0]}"))
+            report.loaded_numel += tensor.numel() * copied // tensor.shape[0]
+        elif src.shape == tensor.shape:
             new_state[key] = src.to(tensor.dtype)
             report.loaded.append(key)
             report.loaded_numel += tensor.numel()
@@ -144,8 +394,6 @@ def transfer_weights(network: nn.Module, source: dict[str, torch.Tensor], in_cha
                 f"position embedding is tied to the patch size, so the target must use the source's patch size: "
                 f"plan the target with `hippo-peft plan -d TARGET --arch unetr --patch-size <source patch size>` "
                 f"(see the source's plans.json) or move the source plans with nnUNetv2_move_plans_between_datasets.")
-        elif _is_head(key) and src.shape[1:] == tensor.shape[1:]:
-            report.reinitialised.append((key, f"{src.shape[0]} classes in checkpoint, {tensor.shape[0]} here"))
         elif (src.ndim >= 2 and tensor.ndim == src.ndim and tensor.shape[1] == in_channels
               and src.shape[0] == tensor.shape[0] and src.shape[2:] == tensor.shape[2:]):
             new_state[key] = adapt_input_channels(src, in_channels).to(tensor.dtype)
@@ -153,26 +401,55 @@ def transfer_weights(network: nn.Module, source: dict[str, torch.Tensor], in_cha
             report.loaded_numel += tensor.numel()
         else:
             report.skipped.append((key, f"shape {tuple(src.shape)} in checkpoint, {tuple(tensor.shape)} here"))
-    report.unused = sorted(set(source) - set(target))
-    if report.fraction < min_fraction:
-        examples = "; ".join(f"{k}: {why}" for k, why in report.skipped[:5])
-        raise WeightsMismatchError(
-            f"Only {100 * report.fraction:.1f} % of this network's numbers match the checkpoint (at least "
-            f"{100 * min_fraction:.0f} % required). It was probably trained with another backbone or preset "
-            f"(compare the plans' architecture entries). First mismatches: {examples}")
+    report.unused = sorted(set(state) - set(target))
+    _check_encoder(network, target, state, report)
     target.update(new_state)
     network.load_state_dict(target)
     return report
 
 
-def load_pretrained(network: nn.Module, path: str | Path, in_channels: int, min_fraction: float = 0.5,
-                    log: Callable[[str], None] | None = None) -> LoadReport:
-    """Read ``path`` and transfer it into ``network``; the report is passed to ``log`` (default: this module's
-    logger at INFO; trainers pass their ``print_to_log_file``)."""
+def _swin_class():
+    from monai.networks.nets import SwinUNETR
+    return SwinUNETR
+
+
+def _check_encoder(network: nn.Module, target: dict, state: dict, report: LoadReport) -> None:
+    """Refuse unless the transformer encoder loaded completely (see the module docstring)."""
+    prefix = encoder_prefix(network)
+    done = set(report.loaded) | {k for k, _ in report.adapted}
+    if prefix is None:
+        if not done:
+            raise WeightsMismatchError("Nothing in the checkpoint fits this network (no tensor of the same name and "
+                                       "shape). It was trained with another backbone or preset.")
+        return
+    encoder = [k for k in target if k.startswith(prefix) and not _ENCODER_EXEMPT.search(k)]
+    missing = [k for k in encoder if k not in done]
+    if not missing:
+        return
+    why = dict(report.skipped)
+    examples = "; ".join(f"{k}: {why.get(k, 'not in checkpoint')}" for k in missing[:4])
+    presets = matching_presets(network, state, prefix)
+    if presets:
+        hint = (f" The file's encoder has the widths of the '{presets[0]}' preset: plan the target with "
+                f"`hippo-peft plan -d TARGET --arch {'unetr' if prefix == 'vit.' else 'swinunetr'} --preset "
+                f"{presets[0]}`.")
+    else:
+        hint = " It was probably trained with another backbone or preset (compare the plans' architecture entries)."
+    raise WeightsMismatchError(
+        f"The checkpoint does not hold this network's whole encoder ({prefix}*): {len(missing)} of {len(encoder)} "
+        f"encoder tensors are missing or of another shape, e.g. {examples}.{hint} Nothing was loaded.")
+
+
+def load_pretrained(network: nn.Module, path: str | Path, in_channels: int,
+                    log: Callable[[str], None] | None = None, target_labels: Mapping | None = None,
+                    target_regions: bool = False, head_init: str = "source") -> LoadReport:
+    """Read ``path`` and transfer it into ``network`` (arguments as :func:`transfer_weights`); the report is
+    passed to ``log`` (default: this module's logger at INFO; trainers pass their ``print_to_log_file``)."""
     from hippo_peft.safe_load import TRUST_ENV, trust_from_env
     log = log or logger.info
     if trust_from_env():
         log(f"{TRUST_ENV}=1: {path} may be unpickled without the allow-list (only for files you trust).")
-    report = transfer_weights(network, read_state_dict(path), in_channels, min_fraction)
+    source = read_source(path)
+    report = transfer_weights(network, source, in_channels, target_labels, target_regions, head_init)
     log(f"Loaded pre-trained weights from {path}\n{report.format()}")
     return report
