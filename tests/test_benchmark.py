@@ -224,6 +224,7 @@ def test_benchmark_end_to_end_resumes_after_kill(phantoms, tmp_path, nnunet_env)
     head = json.loads(next((work / "nnunet" / "nnUNet_results").rglob(
         "nnUNetTrainer_UNETR_LoRAPT_4it_lr3e-3_dlr2e-3__*/fold_0/pretrained_weights_report.json")).read_text())["head"]
     assert sum("from the source's one foreground class 'hippocampus'" in line for line in head) == 2, head
+    assert records[lorapt]["head_report"] == head and records[lorapt]["head"] == "source"
     strict, papers, full = (records[n] for n in ("unetr-lorapt-strict-k2-d0-4it", lorapt, "unetr-full-k2-d0-4it"))
     assert strict["trainer"] == "nnUNetTrainer_UNETR_LoRAPT_Strict_4it"
     assert papers["trainer"] == "nnUNetTrainer_UNETR_LoRAPT_4it_lr3e-3_dlr2e-3"

@@ -191,3 +191,36 @@ def test_mixin_after_a_resume_does_not_warn_again_but_records_the_warning(tmp_pa
     skipped = _Trainer(HEALTHY, tmp_path / "all", summary=None)
     _train(skipped)
     assert json.loads((tmp_path / "all" / CHECK_FILE).read_text())["verdict"] == "not checked"
+
+
+def test_a_failing_check_is_logged_and_never_fails_the_finished_run(tmp_path):
+    trainer = _Trainer([[0.6, 0.6]] * 20, tmp_path / "fold_0", summary={"1": 0.8, "2": 0.7})
+    trainer.dataset_json = {"labels": {"background": 0, "Anterior": "one"}}  # unreadable label value
+    assert trainer.perform_actual_validation() == "validated"
+    assert any(text.startswith("label check failed (ValueError") for text, _ in trainer.printed)
+
+
+def test_every_trainer_of_ours_and_the_budget_variants_of_nnunets_carry_the_check(tmp_path):
+    """Where the mixin sits in the real trainers' method order: before nnU-Net's hooks it wraps; a budget trainer's
+    fold 'all' (no final validation) still writes a 'not checked' file."""
+    import inspect
+
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from hippo_peft import trainers
+    from hippo_peft.trainers.budget import BudgetMixin
+    for cls in (trainers.nnUNetTrainer_UNETR, trainers.nnUNetTrainer_SwinUNETR_PDoRA,
+                getattr(trainers, "nnUNetTrainer_UNETR_LoRAPT_500it_lr3e-4_dlr3e-3_freshhead"),
+                getattr(trainers, "nnUNetTrainer_500it")):
+        mro = cls.__mro__
+        assert mro.index(LabelHealthMixin) < mro.index(nnUNetTrainer), cls
+        assert (inspect.signature(LabelHealthMixin.perform_actual_validation).parameters.keys()
+                == inspect.signature(nnUNetTrainer.perform_actual_validation).parameters.keys())
+
+    class FoldAll(BudgetMixin, _Trainer):
+        fold = "all"
+
+    trainer = FoldAll([[0.6, 0.6]] * 20, tmp_path / "fold_all")
+    assert trainer.perform_actual_validation() is None
+    check = json.loads((tmp_path / "fold_all" / "label_check.json").read_text())
+    assert check["verdict"] == "not checked" and "fold 'all'" in check["reason"]

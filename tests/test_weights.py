@@ -191,6 +191,24 @@ def test_a_trainer_logs_every_message_of_the_load_once(tmp_path, monkeypatch, ca
     assert [(r.name, r.levelno) for r in caplog.records] == [("hippo_peft.safe_load", logging.WARNING)]
 
 
+def preprocessed_stub(nnunet_env: dict, arch: str, patch) -> Path:
+    """Dataset999_Test in nnUNet_preprocessed: tiny plans (nnUNetPlans_<UNETR|SwinUNETR>_tiny), dataset.json and one
+    empty case file, enough for `nnUNetv2_train` to get past initialize() and -pretrained_weights; it stops at the
+    case file later."""
+    import json
+
+    from tests.conftest import minimal_plans
+    pre = Path(nnunet_env["nnUNet_preprocessed"]) / "Dataset999_Test"
+    pre.mkdir()
+    plans, dataset_json = minimal_plans(arch, "tiny", patch)
+    (pre / f"nnUNetPlans_{get_arch(arch).plans_suffix}_tiny.json").write_text(json.dumps(plans))
+    (pre / "dataset.json").write_text(json.dumps(dataset_json))
+    data = pre / plans["configurations"]["3d_fullres"]["data_identifier"]
+    data.mkdir()
+    (data / "case_000.b2nd").write_bytes(b"")  # initialize() only looks at the file type
+    return pre
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer", ["nnUNetTrainer_UNETR_smoke", "nnUNetTrainer_UNETR_LoRAPT_smoke"])
@@ -198,19 +216,11 @@ def test_opt_in_and_report_reach_the_training_log_once(tmp_path, nnunet_env, tra
     """`HIPPO_PEFT_TRUST_PICKLE=1 nnUNetv2_train ... -pretrained_weights research.pth`: the opt-in, the unpickling
     warning (logged deep in hippo_peft.safe_load) and the load report are in nnU-Net's training log and on the
     console, each once. The run stops later at the dummy case file; the weights were loaded before."""
-    import json
     import subprocess
 
-    from tests.conftest import bin_path, minimal_plans
+    from tests.conftest import bin_path
 
-    pre = Path(nnunet_env["nnUNet_preprocessed"]) / "Dataset999_Test"
-    pre.mkdir()
-    plans, dataset_json = minimal_plans("unetr", "tiny", PATCH)
-    (pre / "nnUNetPlans_UNETR_tiny.json").write_text(json.dumps(plans))
-    (pre / "dataset.json").write_text(json.dumps(dataset_json))
-    data = pre / plans["configurations"]["3d_fullres"]["data_identifier"]
-    data.mkdir()
-    (data / "case_000.b2nd").write_bytes(b"")  # initialize() only looks at the file type
+    preprocessed_stub(nnunet_env, "unetr", PATCH)
     path = tmp_path / "research.pth"
     torch.save({"state_dict": unetr(out_ch=3).state_dict(), "args": argparse.Namespace(lr=1e-4)}, path)
     cmd = [bin_path("nnUNetv2_train"), "999", "3d_fullres", "all", "-tr", trainer, "-p", "nnUNetPlans_UNETR_tiny",
@@ -261,17 +271,62 @@ def test_classes_are_mapped_by_name_not_by_row():
 
 @pytest.mark.parametrize("labels", [{"background": 0, "edema": 1, "tumour core": 2}, None])
 def test_a_same_shape_head_with_other_or_unknown_classes_is_not_copied(labels):
+    """Not even its background row: a source-calibrated background beside random foreground rows would hold every
+    foreground probability down at the start."""
     src, dst = unetr(out_ch=3, seed=0), unetr(out_ch=3, seed=1)
     fresh = _head(dst)
     report = transfer_weights(dst, SourceWeights(src.state_dict(), labels), 1, target_labels=HIPPOCAMPUS)
-    w_t, b_t = _head(dst)
-    assert torch.equal(w_t[1:], fresh[0][1:]) and torch.equal(b_t[1:], fresh[1][1:])
-    if labels is None:  # nothing is known, not even which row is background
-        assert torch.equal(w_t, fresh[0]) and {k for k, _ in report.reinitialised} == HEAD
-        assert any("does not record its classes" in line for line in report.head)
+    assert torch.equal(_head(dst)[0], fresh[0]) and torch.equal(_head(dst)[1], fresh[1])
+    assert {k for k, _ in report.reinitialised} == HEAD
+    assert any(("does not record its classes" if labels is None else "2 foreground classes, not one") in line
+               for line in report.head), report.head
+
+
+def test_a_partly_matching_head_copies_the_matches_and_background():
+    src, dst = unetr(out_ch=3, seed=0), unetr(out_ch=3, seed=1)
+    fresh = _head(dst)
+    report = transfer_weights(dst, SourceWeights(src.state_dict(), {"background": 0, "anterior": 1, "tail": 2}), 1,
+                              target_labels=HIPPOCAMPUS)
+    w_s, w_t = _head(src)[0], _head(dst)[0]
+    assert torch.equal(w_t[:2], w_s[:2]) and torch.equal(w_t[2], fresh[0][2])
+    assert "'Anterior' (row 1) from the source's 'anterior' (row 1, same name)" in report.head
+    assert "'Posterior' (row 2) left fresh: no source class of that name" in report.head
+
+
+def test_rows_follow_nnunets_label_order_ignore_and_gaps():
+    """nnU-Net's head has one row per label but 'ignore', sorted by value; values need not be consecutive."""
+    src, dst = unetr(out_ch=2, seed=0), unetr(out_ch=3, seed=1)
+    source = SourceWeights(src.state_dict(), {"background": 0, "hippocampus": 1, "ignore": 5})
+    target = {"background": 0, "Anterior": 1, "Posterior": 4, "ignore": 9}
+    report = transfer_weights(dst, source, 1, target_labels=target)
+    (w_s, b_s), (w_t, b_t) = _head(src), _head(dst)
+    assert torch.equal(w_t[2], w_s[1]) and torch.allclose(b_t[1:], b_s[1] - math.log(2))  # n = 2: 'ignore' is no row
+    assert any("'Posterior' (row 2)" in line for line in report.head)
+
+
+@pytest.mark.parametrize("missing", ["bias", "rows"])
+def test_a_head_without_its_bias_stays_fresh_whole(missing):
+    """The log(n) shift lives in the bias: weights copied beside a fresh bias would break the start probability."""
+    src, dst = unetr(out_ch=2, seed=0), unetr(out_ch=3, seed=1)
+    state = src.state_dict()
+    if missing == "bias":
+        del state["out.conv.conv.bias"]
     else:
-        assert torch.equal(w_t[0], _head(src)[0][0])
-        assert sum("left fresh: no source class of that name" in line for line in report.head) == 2
+        state["out.conv.conv.bias"] = torch.zeros(5)  # another row count than its weight
+    fresh = _head(dst)
+    report = transfer_weights(dst, SourceWeights(state, {"background": 0, "hippocampus": 1}), 1,
+                              target_labels=HIPPOCAMPUS)
+    assert torch.equal(_head(dst)[0], fresh[0]) and torch.equal(_head(dst)[1], fresh[1])
+    assert report.head[-1] == ("left fresh: the checkpoint lacks out.conv.conv.bias or has it in another shape"
+                               if missing == "bias" else "left fresh: the checkpoint's head tensors have different "
+                                                         "row counts")
+
+
+def test_an_adapted_checkpoint_is_refused_with_the_merge_command(tmp_path):
+    torch.save({"network_weights": unetr().state_dict(), "hippo_peft_adapter": {"method": "lorapt"}},
+               tmp_path / "adapted.pth")
+    with pytest.raises(WeightsMismatchError, match="adaptation trainers \\(lorapt\\).*hippo-peft merge"):
+        load_pretrained(unetr(seed=1), tmp_path / "adapted.pth", in_channels=1, target_labels=HIPPOCAMPUS)
 
 
 @pytest.mark.parametrize("case", ["region source", "regions_class_order", "region target", "fresh trainer"])
@@ -347,12 +402,22 @@ def test_the_self_supervised_swin_encoder_loads_as_monai_load_from_loads_it(tmp_
     assert report.loaded and all(k.startswith("swinViT.") for k in report.loaded)
 
 
+def test_the_swin_encoder_renamed_by_monais_btcv_script_loads(tmp_path):
+    """Copies of model_swinvit.pt renamed by MONAI's BTCV script: swin_vit.* with MONAI's linear1 / linear2."""
+    enc = swin(seed=7).swinViT.state_dict()
+    torch.save({"state_dict": {f"swin_vit.{k}": v for k, v in enc.items()}}, tmp_path / "btcv.pt")
+    ours = swin(seed=1)
+    transfer_weights(ours, read_source(tmp_path / "btcv.pt"), 1, target_labels=HIPPOCAMPUS)
+    assert all(torch.equal(v, enc[k]) for k, v in ours.swinViT.state_dict().items())
+
+
 def test_an_encoder_with_a_missing_block_is_refused_naming_it(tmp_path):
     path = ssl_encoder_file(tmp_path / "cut.pt", drop="layers3.0.blocks.0.attn.qkv.weight")
     dst = swin(seed=1)
     before = {k: v.clone() for k, v in dst.state_dict().items()}
     with pytest.raises(WeightsMismatchError, match=r"1 of \d+ encoder tensors.*swinViT.layers3.0.blocks.0.attn.qkv."
-                                                   r"weight: not in checkpoint.*Nothing was loaded"):
+                                                   r"weight: not in checkpoint.*has this network's widths but "
+                                                   r"lacks those tensors.*Nothing was loaded"):
         transfer_weights(dst, read_source(path), 1, target_labels=HIPPOCAMPUS)
     assert all(torch.equal(before[k], v) for k, v in dst.state_dict().items())
 
@@ -385,16 +450,9 @@ def test_public_swinunetr_files_load_through_import_weights_and_pretrained_weigh
     import json
     import subprocess
 
-    from tests.conftest import bin_path, minimal_plans, run
+    from tests.conftest import bin_path, run
 
-    pre = Path(nnunet_env["nnUNet_preprocessed"]) / "Dataset999_Test"
-    pre.mkdir()
-    plans, dataset_json = minimal_plans("swinunetr", "tiny", SWIN_PATCH)
-    (pre / "nnUNetPlans_SwinUNETR_tiny.json").write_text(json.dumps(plans))
-    (pre / "dataset.json").write_text(json.dumps(dataset_json))
-    data = pre / plans["configurations"]["3d_fullres"]["data_identifier"]
-    data.mkdir()
-    (data / "case_000.b2nd").write_bytes(b"")  # initialize() only looks at the file type
+    pre = preprocessed_stub(nnunet_env, "swinunetr", SWIN_PATCH)
 
     def train(trainer: str, weights: Path) -> dict:
         cmd = [bin_path("nnUNetv2_train"), "999", "3d_fullres", "all", "-tr", trainer, "-p",
@@ -418,8 +476,9 @@ def test_public_swinunetr_files_load_through_import_weights_and_pretrained_weigh
     proc = run(cmd, nnunet_env, tmp_path)
     assert "input channels 4 -> 1" in proc.stdout and "left fresh: the checkpoint does not record its classes" in proc.stdout
     report = train("nnUNetTrainer_SwinUNETR_smoke", imported)
-    assert report["head"][0].startswith("source classes: recorded by hippo-peft import-weights")
+    assert report["head"][-1] == "left fresh: hippo-peft import-weights left the head fresh"
     assert not report["skipped"] and not report["adapted"]  # the imported file is the target's network
+    assert {k for k, _ in report["reinitialised"]} == HEAD
 
 
 def test_import_weights_maps_a_foreign_head_named_by_source_labels(tmp_path):

@@ -15,6 +15,7 @@ from torch import nn
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from hippo_peft.atomic import atomic_file
 from hippo_peft.errors import RefusedError
 from hippo_peft.networks import build_network
 from hippo_peft.nnunet.label_health import LabelHealthMixin
@@ -88,7 +89,8 @@ class nnUNetTrainer_TransformerBase(LabelHealthMixin, nnUNetTrainer):
     initial_lr_default = 1e-4
     weight_decay_default = 1e-5
     warmup_fraction = 0.05  # of the epochs
-    head_init = "source"  # -pretrained_weights: the head from the source's by the head rules; "fresh": never
+    head_init = "source"  # -pretrained_weights: the head from the source's by the head rules; "fresh": never (set it
+    # in a subclass for a full-length run with a fresh head; the budget trainers have _freshhead)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -178,7 +180,9 @@ class nnUNetTrainer_TransformerBase(LabelHealthMixin, nnUNetTrainer):
             report = load_pretrained(network, fname, self.num_input_channels, log=self.print_to_log_file,
                                      target_labels=self.dataset_json["labels"],
                                      target_regions=self.label_manager.has_regions, head_init=self.head_init)
-        save_json(report.to_dict(), join(self.output_folder, "pretrained_weights_report.json"), sort_keys=False)
+        if self.local_rank == 0:
+            with atomic_file(join(self.output_folder, "pretrained_weights_report.json")) as tmp:
+                save_json(report.to_dict(), str(tmp), sort_keys=False)
         return report
 
     def do_split(self):

@@ -4,8 +4,9 @@
 ``nnUNetTrainer`` (``nnUNetTrainer_300it``): nnU-Net's ``_Xepochs`` variants still run 250 iterations per epoch.
 ``..._<N>it_lr<R>`` also sets the learning rate (every parameter group), ``..._lr<R>_dlr<D>`` the adapter group's
 to R and the decoder + head group's to D (learning-rate sweeps: each rate is its own trainer, so its own folder).
-A final ``_freshhead`` (our trainers only) leaves the segmentation head fresh when ``-pretrained_weights`` loads,
-instead of starting it from the source's head: the behaviour before the head rules, for before / after comparisons.
+A final ``_freshhead`` (our trainers only) never starts the segmentation head from the source's (``head_init =
+"fresh"``; before the head rules, a head of another class count started fresh and one of the same shape was copied):
+the "before" of the head rules' before / after comparisons.
 The classes are made on first request (nnU-Net looks trainers up by name, so any N works from the command line)
 and are cached, so pickling by reference finds the same class.
 
@@ -85,6 +86,7 @@ class BudgetMixin:
     def perform_actual_validation(self, save_probabilities: bool = False):
         if self.fold == "all":  # it would only score the training cases (e.g. a source pre-training): skip it
             self.print_to_log_file("fold 'all': no final validation (it would predict the training cases).")
+            self.write_label_check()  # says "not checked", and why
             return
         # Compare networks, not test-time augmentation: mirroring multiplies CPU inference time by 8 in 3D. Only the
         # final validation is affected; checkpoints keep the mirror axes, so nnUNetv2_predict still mirrors.

@@ -313,8 +313,11 @@ class Benchmark:
         test, val = self._evaluate(fold, self.s.test_cases), self._evaluate(fold, self.s.val_cases)
         from hippo_peft.nnunet.label_health import CHECK_FILE
         check = fold / CHECK_FILE  # written by the trainers' label check after the final validation
+        loaded = fold / "pretrained_weights_report.json"  # what the head rules did (our trainers), not only the ask
+        head_report = json.loads(loaded.read_text()).get("head") if loaded.is_file() else None
         record = {"run": run.name, **asdict(run), "method": method, "method_token": run.method, "lr": lr,
-                  "decoder_lr": dlr, "head": head_init(run.method), "trainer": self.trainer(run),
+                  "decoder_lr": dlr, "head": head_init(run.method), "head_report": head_report,
+                  "trainer": self.trainer(run),
                   "plans": self.plans(run.arch, run.method),
                   "train_cases": self.s.train_draws[str(run.k)][run.draw], "n_test": len(self.s.test_cases),
                   "n_val": len(self.s.val_cases), "trust_pickle": self.trust_pickle,

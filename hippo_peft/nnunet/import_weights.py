@@ -10,8 +10,8 @@ from hippo_peft.atomic import atomic_file
 from hippo_peft.errors import InputError, MissingInputError, OutputExistsError
 from hippo_peft.networks import arch_for_class_name
 from hippo_peft.nnunet.plans import network_io
-from hippo_peft.nnunet.weights import (LoadReport, is_region_labels, parse_source_labels, read_source,
-                                       read_state_dict, transfer_weights)
+from hippo_peft.nnunet.weights import (LoadReport, is_head_key, is_region_labels, parse_source_labels,
+                                       read_source, read_state_dict, transfer_weights)
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ def import_weights(source: str | Path, plans_file: str | Path, output: str | Pat
     Args:
         source: the checkpoint (see :func:`hippo_peft.nnunet.weights.read_state_dict` for the layouts read).
         plans_file: the target's plans; the target's classes come from the ``dataset.json`` beside it.
-        output: the file to write (atomically); it records the target's classes, so that a trainer loading it
-            takes its head as it is.
+        output: the file to write (atomically); where the head came from the source it records the target's
+            classes, so that a trainer loading it takes that head as it is.
         source_labels: the source head's classes in row order, background first (``"background,hippocampus"``),
             for a file that does not record them.
     """
@@ -60,14 +60,23 @@ def import_weights(source: str | Path, plans_file: str | Path, output: str | Pat
                 {k.casefold(): v for k, v in given.items()}:
             raise InputError(f"{source} records its classes ({weights.labels_from}: {weights.labels}), which differ "
                              f"from --source-labels {source_labels}. Omit --source-labels. Nothing was written.")
+        rows = sorted({v.shape[0] for k, v in weights.state.items() if is_head_key(k) and v.ndim > 1})
+        if len(given) not in rows:
+            raise InputError(f"--source-labels {source_labels} names {len(given)} classes, but {source}'s head has "
+                             + (f"{' / '.join(map(str, rows))} rows" if rows else "no segmentation head (an "
+                                "encoder-only file: omit --source-labels)") + ". Nothing was written.")
         weights.labels, weights.regions, weights.labels_from = given, False, "--source-labels"
     target_labels = dataset_json["labels"]
     regions = bool(dataset_json.get("regions_class_order")) or is_region_labels(target_labels)
     report = transfer_weights(net, weights, in_channels, target_labels, regions)
+    # the target's classes are recorded only for a head that came from the source: a trainer then takes it as it is;
+    # a fresh head (random numbers of this command) stays unknown, so that the trainer starts its own fresh one
+    head_from_source = bool(report.head) and not any(line.startswith("left fresh:") for line in report.head)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(output) as tmp:
         torch.save({"network_weights": net.state_dict(),
-                    "hippo_peft_import": {"source": str(source), "plans": str(plans_file), "labels": target_labels,
+                    "hippo_peft_import": {"source": str(source), "plans": str(plans_file),
+                                          "labels": target_labels if head_from_source else None,
                                           "regions": regions, "source_labels": weights.labels,
                                           "source_labels_from": weights.labels_from, **report.to_dict()}}, tmp)
     logger.info(f"source classes: {weights.labels_from}" + (f" {weights.labels}" if weights.labels else ""))

@@ -153,8 +153,9 @@ def write_label_check(output_folder: str | Path, label_names_by_key: Mapping[str
              "validation_dice": None, "lost": [], "verdict": "not checked", "reason": None,
              "early_warning": early_warning, "early_warning_checked": bool(early_warning_checked)}
     if not summary.is_file():
-        check["reason"] = ("no validation/summary.json: nnU-Net's final validation did not run (fold 'all' skips it, "
-                           "or the training did not finish); run nnUNetv2_train ... --val to check the labels.")
+        check["reason"] = ("no validation/summary.json: nnU-Net's final validation did not run (the budget "
+                           "trainers skip it for fold 'all', whose validation would score the training cases; or the "
+                           "training did not finish); run nnUNetv2_train ... --val to check the labels.")
     else:
         try:
             mean = json.loads(summary.read_text())["mean"]
@@ -205,8 +206,21 @@ class LabelHealthMixin:
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         result = super().perform_actual_validation(save_probabilities)
+        self.write_label_check()
+        return result
+
+    def write_label_check(self) -> None:
+        """``label_check.json`` from the final validation (rank 0); a failure is logged, never raised: the run
+        itself has finished."""
         if self.local_rank != 0:
-            return result
+            return
+        try:
+            self._write_label_check()
+        except Exception as e:  # noqa: BLE001 - a diagnostic must not fail a finished training
+            self.print_to_log_file(f"label check failed ({type(e).__name__}: {e}); the training itself finished.",
+                                   also_print_to_console=True)
+
+    def _write_label_check(self) -> None:
         checked = getattr(self, "_label_warning_checked", False)
         warning = getattr(self, "label_early_warning", None)
         if not checked:  # resumed past the window, or --val alone: the restored history tells the same
@@ -218,4 +232,3 @@ class LabelHealthMixin:
             dice = ", ".join(f"{n} {d:.3f}" for n, d in check["validation_dice"].items() if d is not None)
             self.print_to_log_file(f"label check: lost {', '.join(check['lost'])} (validation Dice {dice}); "
                                    f"{REMEDY}. See {CHECK_FILE}.", also_print_to_console=True)
-        return result

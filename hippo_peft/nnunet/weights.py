@@ -62,6 +62,11 @@ class SourceWeights:
     regions: bool = False  # region-based (sigmoid) head: never mapped row for row
     labels_from: str = "not recorded"  # where ``labels`` came from, for the report
     layout: str | None = None  # a foreign key layout that was mapped (e.g. MONAI's self-supervised Swin encoder)
+    adapted_method: str | None = None  # a checkpoint of one of our adaptation trainers (its adapter record)
+
+    def __post_init__(self):
+        if self.labels is not None and self.labels_from == "not recorded":
+            self.labels_from = "given by the caller"
 
 
 @dataclass
@@ -132,8 +137,8 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
 
 
 def is_region_labels(labels: Mapping) -> bool:
-    """nnU-Net region-based labels: a value is a list of label values (trained with sigmoid outputs)."""
-    return any(isinstance(v, (list, tuple)) for v in labels.values())
+    """nnU-Net region-based labels: a value lists several label values (trained with sigmoid outputs)."""
+    return any(isinstance(v, (list, tuple)) and len(v) > 1 for v in labels.values())
 
 
 def _recorded_labels(obj) -> tuple[dict | None, bool, str]:
@@ -142,8 +147,10 @@ def _recorded_labels(obj) -> tuple[dict | None, bool, str]:
     if not isinstance(obj, dict):
         return None, False, "not recorded"
     ours = obj.get("hippo_peft_import")
-    if isinstance(ours, dict) and isinstance(ours.get("labels"), dict):
-        return ours["labels"], bool(ours.get("regions")), "recorded by hippo-peft import-weights"
+    if isinstance(ours, dict):
+        if isinstance(ours.get("labels"), dict):
+            return ours["labels"], bool(ours.get("regions")), "recorded by hippo-peft import-weights"
+        return None, False, "hippo-peft import-weights left the head fresh"
     init_args = obj.get("init_args")
     dataset_json = init_args.get("dataset_json") if isinstance(init_args, dict) else None
     if isinstance(dataset_json, dict) and isinstance(dataset_json.get("labels"), dict):
@@ -159,8 +166,11 @@ def read_source(path: str | Path, trust_pickle: bool | None = None) -> SourceWei
     from hippo_peft.safe_load import load_weights_file, trust_from_env
     path = Path(path)
     obj = load_weights_file(path, trust_from_env() if trust_pickle is None else trust_pickle)
+    from hippo_peft.nnunet.checkpoint import CHECKPOINT_KEY
     labels, regions, origin = _recorded_labels(obj)
-    return SourceWeights(_unwrap(obj, path), labels, regions, origin)
+    record = obj.get(CHECKPOINT_KEY) if isinstance(obj, dict) else None
+    adapted = (record.get("method") or "an adapter") if isinstance(record, dict) else None
+    return SourceWeights(_unwrap(obj, path), labels, regions, origin, adapted_method=adapted)
 
 
 def read_state_dict(path: str | Path, trust_pickle: bool | None = None) -> dict[str, torch.Tensor]:
@@ -193,7 +203,8 @@ def parse_source_labels(text: str) -> dict[str, int]:
 # ------------------------------------------------------------------------------------------ foreign key layouts
 _SWIN_BLOCK = ("norm1.weight", "norm1.bias", "attn.relative_position_bias_table", "attn.relative_position_index",
                "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias", "norm2.weight",
-               "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias")
+               "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias", "mlp.linear1.weight",
+               "mlp.linear1.bias", "mlp.linear2.weight", "mlp.linear2.bias")  # MONAI's names in some copies
 _SWIN_SSL_KEY = re.compile(r"^(?:patch_embed\.proj\.(?:weight|bias)"
                            r"|layers[1-4]\.0\.blocks\.\d+\.(?:" + "|".join(map(re.escape, _SWIN_BLOCK)) + r")"
                            r"|layers[1-4]\.0\.downsample\.(?:reduction\.weight|norm\.weight|norm\.bias))$")
@@ -201,8 +212,9 @@ _SWIN_SSL_KEY = re.compile(r"^(?:patch_embed\.proj\.(?:weight|bias)"
 
 def map_swin_ssl(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """MONAI's self-supervised Swin encoder (``model_swinvit.pt``: ``module.patch_embed...``,
-    ``module.layersN.0.blocks.i...`` with ``mlp.fc1``/``fc2``; ``module.`` is already stripped here, some copies
-    say ``swin_vit.``) -> SwinUNETR's ``swinViT.*`` names, exactly the tensors ``SwinUNETR.load_from`` copies.
+    ``module.layersN.0.blocks.i...`` with ``mlp.fc1``/``fc2``; ``module.`` is already stripped here; copies renamed
+    by MONAI's BTCV script say ``swin_vit.`` and ``linear1``/``linear2``) -> SwinUNETR's ``swinViT.*`` names, exactly
+    the tensors ``SwinUNETR.load_from`` copies.
     ``None`` when ``state`` is not in that layout."""
     state = {k[len("swin_vit."):] if k.startswith("swin_vit.") else k: v for k, v in state.items()}
     if any(k.startswith("swinViT.") for k in state) or "patch_embed.proj.weight" not in state:
@@ -216,7 +228,8 @@ def map_swin_ssl(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | No
 
 
 # ----------------------------------------------------------------------------------------------------- the head
-def _is_head(key: str) -> bool:
+def is_head_key(key: str) -> bool:
+    """A tensor of the segmentation head: MONAI's ``out.*``, nnU-Net's ``decoder.seg_layers.*``."""
     return key.startswith("out.") or ".seg_layers." in key
 
 
@@ -232,22 +245,26 @@ class HeadPlan:
         return all(r is None for r in self.rows)
 
 
-def _rows(labels: Mapping) -> dict[int, str]:
-    return {int(v): name for name, v in labels.items()}
+def head_rows(labels: Mapping) -> list[tuple[int, str]]:
+    """(label value, name) of each head row, in row order, as nnU-Net's LabelManager orders them: every label but
+    ``ignore``, sorted by value (values need not be consecutive)."""
+    return sorted((int(v[0] if isinstance(v, (list, tuple)) else v), name) for name, v in labels.items()
+                  if name != "ignore")
 
 
 def plan_head(source: SourceWeights, source_rows: int, target_labels: Mapping | None, target_regions: bool = False,
-              head_init: str = "source") -> HeadPlan:
-    """The head rules (rule 1 of the module docstring) for a target head of ``len(target_labels)`` rows."""
+              head_init: str = "source", target_rows: int | None = None) -> HeadPlan:
+    """The head rules (rule 1 of the module docstring) for a target head of ``target_rows`` rows (default: one per
+    target label but ``ignore``); the source head has ``source_rows`` rows."""
     if head_init not in HEAD_INITS:
         raise InputError(f"head_init must be one of {HEAD_INITS}, got '{head_init}'.")
-    n_target = len(target_labels) if target_labels else source_rows
+    n_target = target_rows or (len(head_rows(target_labels)) if target_labels else source_rows)
 
     def fresh(why: str) -> HeadPlan:
         return HeadPlan([None] * n_target, [f"left fresh: {why}"])
 
     if head_init == "fresh":
-        return fresh("this trainer starts the head fresh (a _freshhead trainer)")
+        return fresh("this trainer starts the head fresh (head_init = 'fresh', e.g. a _freshhead trainer)")
     if target_labels is None:
         return fresh("the target's classes were not given")
     if target_regions or is_region_labels(target_labels):
@@ -255,32 +272,61 @@ def plan_head(source: SourceWeights, source_rows: int, target_labels: Mapping | 
     if source.regions or (source.labels is not None and is_region_labels(source.labels)):
         return fresh("the source head is region-based (sigmoid outputs); region heads are never mapped row for row")
     if source.labels is None:
-        return fresh("the checkpoint does not record its classes (a foreign file); to map it, name them with "
+        return fresh(source.labels_from if source.labels_from != "not recorded" else
+                     "the checkpoint does not record its classes (a foreign file); to map it, name them with "
                      "`hippo-peft import-weights --source-labels background,...`")
-    src, tgt = _rows(source.labels), _rows(target_labels)
-    if sorted(src) != list(range(source_rows)):
-        return fresh(f"the checkpoint records {len(src)} classes but its head has {source_rows} rows")
+    src, tgt = head_rows(source.labels), head_rows(target_labels)
+    if len(src) != source_rows:
+        return fresh(f"{source.labels_from} names {len(src)} classes but the checkpoint's head has {source_rows} rows")
+    if len(tgt) != n_target:
+        return fresh(f"the target names {len(tgt)} classes but its head has {n_target} rows")
+    src_fg = {i: name for i, (v, name) in enumerate(src) if v != 0}
+    tgt_fg = {i: name for i, (v, name) in enumerate(tgt) if v != 0}
     rows, lines = [None] * n_target, []
-    if 0 in src and 0 in tgt:
-        rows[0] = (0, 0.0)
-        lines.append(f"'{tgt[0]}' (row 0) from the source's '{src[0]}' (background from background)")
-    src_fg = {v: n for v, n in src.items() if v != 0}
-    tgt_fg = {v: n for v, n in tgt.items() if v != 0}
-    by_name = {n.casefold(): v for v, n in src_fg.items()}
-    for v, name in tgt_fg.items():
+    by_name = {name.casefold(): i for i, name in src_fg.items()}
+    for i, name in tgt_fg.items():
         if name.casefold() in by_name:
-            rows[v] = (by_name[name.casefold()], 0.0)
-            lines.append(f"'{name}' (row {v}) from the source's '{name}' (row {rows[v][0]}, same name)")
-    if all(rows[v] is None for v in tgt_fg) and len(src_fg) == 1 and tgt_fg:
-        (sv, sname), n = next(iter(src_fg.items())), len(tgt_fg)
-        for v, name in tgt_fg.items():
-            rows[v] = (sv, -math.log(n))
-            lines.append(f"'{name}' (row {v}) from the source's one foreground class '{sname}' (row {sv})"
+            j = by_name[name.casefold()]
+            rows[i] = (j, 0.0)
+            lines.append(f"'{name}' (row {i}) from the source's '{src_fg[j]}' (row {j}, same name)")
+    if not any(rows) and len(src_fg) == 1 and tgt_fg:
+        (j, sname), n = next(iter(src_fg.items())), len(tgt_fg)
+        for i, name in tgt_fg.items():
+            rows[i] = (j, -math.log(n))
+            lines.append(f"'{name}' (row {i}) from the source's one foreground class '{sname}' (row {j})"
                          + (f", bias - log({n}) so that the whole structure keeps the source's probability"
                             if n > 1 else ""))
-    lines += [f"'{tgt[v]}' (row {v}) left fresh: no source class of that name, and the source has "
-              f"{len(src_fg)} foreground classes" for v in range(n_target) if rows[v] is None and v in tgt]
+    if not any(rows):  # a calibrated background beside random foreground rows would hold the foreground down
+        return fresh(f"no target class matches a source class by name and the source has {len(src_fg)} foreground "
+                     f"classes, not one")
+    src_bg = [i for i, (v, _) in enumerate(src) if v == 0]
+    for i, (v, name) in enumerate(tgt):
+        if v == 0 and src_bg:
+            rows[i] = (src_bg[0], 0.0)
+            lines.insert(0, f"'{name}' (row {i}) from the source's '{src[src_bg[0]][1]}' (background from background)")
+    lines += [f"'{tgt[i][1]}' (row {i}) left fresh: no source class of that name" for i in range(n_target)
+              if rows[i] is None]
     return HeadPlan(rows, lines)
+
+
+def _head_plan(target: dict, state: dict, source: SourceWeights, target_labels, target_regions: bool,
+               head_init: str) -> tuple[HeadPlan | None, set]:
+    """The plan for every head tensor (deep-supervision heads too) that the source has in a fitting shape, and
+    those tensors' keys; a head whose weight or bias is missing or of another row count stays fresh whole (a bias
+    shift without its bias would break the start probability)."""
+    head = [k for k in target if is_head_key(k)]
+    fits = [k for k in head if k in state and state[k].ndim == target[k].ndim
+            and state[k].shape[1:] == target[k].shape[1:]]
+    if not fits:
+        return None, set()  # rule 5 reports them (absent, or of another shape)
+    rows = target[fits[0]].shape[0]
+    source_rows = {state[k].shape[0] for k in fits}
+    if len(fits) < len(head) or len(source_rows) > 1:
+        odd = [k for k in head if k not in fits]
+        why = (f"the checkpoint lacks {', '.join(odd)} or has it in another shape" if odd
+               else "the checkpoint's head tensors have different row counts")
+        return HeadPlan([None] * rows, [f"left fresh: {why}"]), set(fits)
+    return plan_head(source, source_rows.pop(), target_labels, target_regions, head_init, rows), set(fits)
 
 
 def _map_head(fresh: torch.Tensor, src: torch.Tensor, plan: HeadPlan, is_bias: bool) -> torch.Tensor:
@@ -311,24 +357,26 @@ def encoder_prefix(network: nn.Module) -> str | None:
     return "encoder." if isinstance(getattr(network, "encoder", None), nn.Module) else None
 
 
+_PATCH_EMBEDDING = {"vit.": "vit.patch_embedding.patch_embeddings.weight", "swinViT.": "swinViT.patch_embed.proj.weight"}
+
+
 def matching_presets(network: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> list[str]:
-    """The presets of ``network``'s backbone whose encoder has every shape the file's encoder has (input channels
-    and UNETR's patch-size-bound position embedding aside)."""
+    """The presets of ``network``'s backbone whose encoder has every shape the file's encoder has (UNETR's
+    patch-size-bound position embedding aside), built with the file's input channels."""
     from hippo_peft.networks import ARCHS, PRESETS, build_network
-    from monai.networks.nets import UNETR
-    arch = "unetr" if isinstance(network, UNETR) else "swinunetr"
+    arch = "unetr" if prefix == "vit." else "swinunetr"
     keys = [k for k in state if k.startswith(prefix) and "position_embeddings" not in k]
-    if not keys:
+    embedding = state.get(_PATCH_EMBEDDING.get(prefix, ""))
+    if not keys or embedding is None or embedding.ndim < 2:
         return []
     found = []
     for name, kwargs in PRESETS[arch].items():
         try:
-            patch = [ARCHS[arch].divisor * 2] * 3
-            sd = build_network(ARCHS[arch].network_class_name, kwargs, patch, 1, 2).state_dict()
+            sd = build_network(ARCHS[arch].network_class_name, kwargs, [ARCHS[arch].divisor * 2] * 3,
+                               embedding.shape[1], 2).state_dict()
         except Exception:  # noqa: BLE001 - a preset that cannot be built here matches nothing
             continue
-        if all(k in sd and (sd[k].shape[:1] + sd[k].shape[2:] == state[k].shape[:1] + state[k].shape[2:])
-               for k in keys):
+        if all(k in sd and sd[k].shape == state[k].shape for k in keys):
             found.append(name)
     return found
 
@@ -349,6 +397,12 @@ def transfer_weights(network: nn.Module, source: dict[str, torch.Tensor] | Sourc
     """
     if not isinstance(source, SourceWeights):
         source = SourceWeights(dict(source))
+    if source.adapted_method:
+        raise WeightsMismatchError(
+            f"This checkpoint was trained by one of our adaptation trainers ({source.adapted_method}): its training "
+            f"lives in adapter tensors that a plain network cannot hold, and loading it as pre-trained weights would "
+            f"drop them. Merge the model folder first (`hippo-peft merge MODEL_FOLDER -o MERGED`) and pass "
+            f"MERGED/fold_N/checkpoint_final.pth. Nothing was loaded.")
     state = source.state
     report = LoadReport()
     if isinstance(network, _swin_class()):
@@ -358,7 +412,10 @@ def transfer_weights(network: nn.Module, source: dict[str, torch.Tensor] | Sourc
             report.layout = ("MONAI's self-supervised Swin encoder (model_swinvit.pt), mapped into swinViT.* as "
                              "SwinUNETR.load_from maps it; the decoder and the head stay fresh")
     target = network.state_dict()
-    plan = None
+    plan, head_keys = _head_plan(target, state, source, target_labels, target_regions, head_init)
+    if plan is not None:
+        report.head = [f"source classes: {source.labels_from}" + (f" {dict(source.labels)}" if source.labels else ""),
+                       *plan.lines]
     new_state = {}
     for key, tensor in target.items():
         report.total_numel += tensor.numel()
@@ -366,20 +423,14 @@ def transfer_weights(network: nn.Module, source: dict[str, torch.Tensor] | Sourc
             report.skipped.append((key, "not in checkpoint"))
             continue
         src = state[key]
-        if _is_head(key) and src.ndim == tensor.ndim and src.shape[1:] == tensor.shape[1:]:
-            if plan is None:
-                plan = plan_head(source, src.shape[0], target_labels, target_regions, head_init)
-                plan.rows = (plan.rows + [None] * tensor.shape[0])[:tensor.shape[0]]
-                report.head = [f"source classes: {source.labels_from}"
-                               + (f" {dict(source.labels)}" if source.labels else ""), *plan.lines]
+        if key in head_keys:
             if plan.copies_nothing:
                 report.reinitialised.append((key, f"head left fresh ({src.shape[0]} rows in checkpoint, "
                                                   f"{tensor.shape[0]} here)"))
                 continue
             new_state[key] = _map_head(tensor, src, plan, key.endswith("bias"))
             copied = sum(r is not None for r in plan.rows)
-            if copied == tensor.shape[0] and src.shape == tensor.shape and all(
-                    r == (i, 0.0) for i, r in enumerate(plan.rows)):
+            if src.shape == tensor.shape and all(r == (i, 0.0) for i, r in enumerate(plan.rows)):
                 report.loaded.append(key)
             else:
                 report.adapted.append((key, f"head rows from the source's head: {copied} of {tensor.shape[0]}"))
@@ -428,13 +479,16 @@ def _check_encoder(network: nn.Module, target: dict, state: dict, report: LoadRe
         return
     why = dict(report.skipped)
     examples = "; ".join(f"{k}: {why.get(k, 'not in checkpoint')}" for k in missing[:4])
-    presets = matching_presets(network, state, prefix)
-    if presets:
-        hint = (f" The file's encoder has the widths of the '{presets[0]}' preset: plan the target with "
-                f"`hippo-peft plan -d TARGET --arch {'unetr' if prefix == 'vit.' else 'swinunetr'} --preset "
-                f"{presets[0]}`.")
+    same = [k for k in encoder if k in state and "position_embeddings" not in k]
+    if same and all(k in done or state[k].shape == target[k].shape for k in same):
+        hint = (" The file has this network's widths but lacks those tensors: an older MONAI layout, or a file cut "
+                "short.")
     else:
-        hint = " It was probably trained with another backbone or preset (compare the plans' architecture entries)."
+        presets = matching_presets(network, state, prefix)
+        arch = "unetr" if prefix == "vit." else "swinunetr"
+        hint = (f" The file's encoder has the widths of the '{presets[0]}' preset: plan the target with "
+                f"`hippo-peft plan -d TARGET --arch {arch} --preset {presets[0]}`." if presets else
+                " It was probably trained with another backbone or preset (compare the plans' architecture entries).")
     raise WeightsMismatchError(
         f"The checkpoint does not hold this network's whole encoder ({prefix}*): {len(missing)} of {len(encoder)} "
         f"encoder tensors are missing or of another shape, e.g. {examples}.{hint} Nothing was loaded.")
