@@ -425,7 +425,7 @@ def test_benchmark_report_rewrites_a_folders_report_from_its_runs(tmp_path, caps
 REPO = Path(__file__).resolve().parents[1]
 # The committed work-folder exports (benchmark.json + runs/ + the report's tables, benchmarks/evidence/export.sh).
 # docs/benchmark/papers_setting_k10 holds only a report (no benchmark.json, no run records): nothing to rebuild.
-EVIDENCE = ["docs/benchmark/evidence", "docs/benchmark/evidence/brats"]
+EVIDENCE = ["docs/benchmark/evidence", "docs/benchmark/evidence/brats", "docs/benchmark/head"]
 
 
 @pytest.mark.parametrize("folder", EVIDENCE)
