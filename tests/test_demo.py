@@ -34,6 +34,10 @@ def test_demo_transfer_workflow(tmp_path, nnunet_env, monkeypatch):
     report = json.loads(report_file.read_text())
     adapted = {k: why for k, why in report["adapted"]}
     assert adapted["vit.patch_embedding.patch_embeddings.weight"] == "input channels 2 -> 1"
-    assert {k for k, _ in report["reinitialised"]} == {"out.conv.conv.weight", "out.conv.conv.bias"}
+    # the source has one class ('structure'): both target classes start from its row (the head rules)
+    assert not report["reinitialised"] and {k for k in ("out.conv.conv.weight", "out.conv.conv.bias")
+                                            if adapted.get(k) == "head rows from the source's head: 3 of 3"} == {
+        "out.conv.conv.weight", "out.conv.conv.bias"}, report["adapted"]
+    assert sum("from the source's one foreground class 'structure'" in line for line in report["head"]) == 2
     assert report["fraction"] > 0.99 and not report["skipped"]
     assert len(list((work / "predictions").glob("*.nii.gz"))) == 2
