@@ -61,7 +61,6 @@ class SourceWeights:
     labels: dict | None = None  # dataset.json "labels" of the source task (name -> value, or region lists)
     regions: bool = False  # region-based (sigmoid) head: never mapped row for row
     labels_from: str = "not recorded"  # where ``labels`` came from, for the report
-    layout: str | None = None  # a foreign key layout that was mapped (e.g. MONAI's self-supervised Swin encoder)
     adapted_method: str | None = None  # a checkpoint of one of our adaptation trainers (its adapter record)
 
     def __post_init__(self):
