@@ -80,7 +80,8 @@ def _cmd_benchmark(args):
                   shots=args.shots, draws=args.draws, seed=args.seed, preset=args.preset, iterations=args.iterations,
                   source_iterations=args.source_iterations, device=args.device, n_test=n_test,
                   test_cases=args.test_cases, train_draws_file=args.train_draws, n_source=args.n_source,
-                  n_val=args.n_val, repeats=args.repeats, trust_pickle=args.trust_pickle, qc_page=args.qc_page)
+                  n_val=args.n_val, repeats=args.repeats, trust_pickle=args.trust_pickle, qc_page=args.qc_page,
+                  only_draws=args.only_draws)
 
 
 def _cmd_benchmark_report(args):
@@ -248,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train every run this many times (nnU-Net does not seed its runs, so repeats differ: the "
                         "spread of one draw); each repeat gets its own nnU-Net fold, and repeats after the first a "
                         "-r<N> suffix on the run name")
+    s.add_argument("--only-draws", type=int, nargs="+", metavar="D",
+                   help="run only these draws (numbered from 0 as in the run names' -d<D>), e.g. more repeats of "
+                        "the one draw that lost a label; the folder keeps every draw (default: all)")
     s.add_argument("--seed", type=int, default=0, help="seed of the test set and the draws")
     s.add_argument("--device", default="cpu", choices=sorted(PROFILES),
                    help="where nnUNetv2_train runs; also sets the defaults of --preset, --iterations, "

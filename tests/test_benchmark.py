@@ -486,6 +486,10 @@ def test_repeats_get_their_own_names_folds_and_splits(phantoms, tmp_path):
     runs = planned_runs(twice)
     assert [(r.name, r.fold) for r in runs[:2]] == [("unetr-lorapt-k2-d0-10it", 0), ("unetr-lorapt-k2-d0-10it-r1", 4)]
     assert len({r.name for r in runs}) == len({r.fold for r in runs}) == 8
+    draw1 = planned_runs(twice, only_draws=[1])  # repeats of one draw: its folds, nothing else
+    assert [(r.k, r.draw, r.repeat, r.fold) for r in draw1] == [(2, 1, 0, 1), (2, 1, 1, 5), (3, 1, 0, 3), (3, 1, 1, 7)]
+    with pytest.raises(BenchmarkError, match="--only-draws 2: draws are numbered 0 to 1"):
+        planned_runs(twice, only_draws=[2])
     record = bench.w.settings()
     assert record["repeats"] == 2 and record["folds"] == twice.folds
     for step in ("target", "plan-unetr"):  # planning done: prepare_target only writes the splits

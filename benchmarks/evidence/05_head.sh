@@ -13,5 +13,9 @@ bench --shots 10 --draws 3 --iterations "$BUDGET" --methods $(both full@3e-3) $(
 bench --shots 10 --draws 3 --iterations "$BUDGET" --methods $(both pdora@6e-3) $(both hyps@1e-2) $(both decoderonly@3e-3)
 # 3. k = 1: full fine-tuning lost the posterior there
 bench --shots 1 --draws 1 --iterations "$BUDGET" --methods $(both full@3e-3)
-# 4. the configurations that lost a label, each draw three times in all (repeats 1 and 2 are new runs)
-bench --shots 10 --draws 3 --repeats 3 --iterations "$BUDGET" --methods $(both full@3e-3) $(both lorapt@3e-4,3e-3)
+# 4. repeats of the configurations that lost a label in the grid: full fine-tuning draw 1, LoRA-PT draw 2. Repeat 0
+#    is step 1's run; "before" three times in all, "after" four (so that the after-runs reach 21 with k = 10 and 1)
+bench --shots 10 --draws 3 --repeats 3 --only-draws 1 --iterations "$BUDGET" --methods $(both full@3e-3)
+bench --shots 10 --draws 3 --repeats 3 --only-draws 2 --iterations "$BUDGET" --methods $(both lorapt@3e-4,3e-3)
+bench --shots 10 --draws 3 --repeats 4 --only-draws 1 --iterations "$BUDGET" --methods full@3e-3
+bench --shots 10 --draws 3 --repeats 4 --only-draws 2 --iterations "$BUDGET" --methods lorapt@3e-4,3e-3

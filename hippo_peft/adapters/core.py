@@ -9,6 +9,12 @@ Frozen tensors the forward needs are buffers (saved, moved with ``.to()``, resto
 predictor), trainable tensors are parameters, and each layer declares its trainable names so that accounting,
 adapter files and merge derive from them. Decompositions and norms run in float32 (float64 for the SVD) with
 autocast off: nnU-Net trains under fp16 autocast on GPUs, and SVD has no half-precision kernel.
+
+Convolutions (nnU-Net's U-Nets) reuse every matrix method unchanged on the unfolded kernel
+``W = K.reshape(C_out, C_in * k1 * k2 * k3)``: a method's conv layer is its linear layer plus :class:`ConvMixin`,
+which keeps the conv's geometry and applies the current kernel ``merged_weight().view(K.shape)`` as one conv. That
+is cheaper than peft's factored form (a k^3 conv to r channels, then a 1x1x1 conv) whenever a batch has more voxels
+than the kernel has output channels -- always, for a segmentation patch -- and exact by construction.
 """
 from __future__ import annotations
 
@@ -83,6 +89,10 @@ class AdaptedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.merged_weight(), self.bias)
 
+    def to_plain(self) -> nn.Module:
+        """The plain module that computes the same function (what ``merge`` puts back)."""
+        return self.to_linear()
+
     @torch.no_grad()
     def to_linear(self) -> nn.Module:
         """A plain ``nn.Linear`` computing the same function (merge)."""
@@ -95,6 +105,67 @@ class AdaptedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, trains={self.trainable_names}"
+
+
+def matrix_view(conv: nn.Module) -> nn.Linear:
+    """An ``nn.Linear`` (C_in * k^3 -> C_out) holding ``conv``'s unfolded kernel and its bias: the matrix every
+    method adapts. Only ungrouped ``nn.Conv2d`` / ``nn.Conv3d`` (nnU-Net's U-Nets have no other kind)."""
+    if type(conv) not in (nn.Conv2d, nn.Conv3d):
+        raise TypeError(f"can only adapt nn.Conv2d / nn.Conv3d, got {type(conv).__name__}")
+    if conv.groups != 1 or conv.padding_mode != "zeros":
+        raise InputError(f"cannot adapt a conv with groups={conv.groups}, padding_mode={conv.padding_mode!r}: the "
+                         f"unfolded-kernel methods need an ordinary conv (groups 1, zero padding).")
+    weight = conv.weight.detach()
+    linear = torch.nn.utils.skip_init(nn.Linear, weight[0].numel(), weight.shape[0], bias=conv.bias is not None,
+                                      device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(weight.reshape(weight.shape[0], -1))
+        if conv.bias is not None:
+            linear.bias.copy_(conv.bias)
+    return linear
+
+
+class ConvMixin:
+    """Turns a method's ``AdaptedLinear`` into its conv layer: put it first, ``class LoRAConv(ConvMixin,
+    LoRALinear)``. ``from_conv`` builds the linear layer on :func:`matrix_view` and records the geometry; the
+    forward applies ``merged_weight()`` reshaped to the kernel; ``to_plain`` merges into a plain conv."""
+
+    @classmethod
+    def from_conv(cls, conv: nn.Module, config: AdapterConfig):
+        return cls.from_linear(matrix_view(conv), config).with_geometry(conv)
+
+    def with_geometry(self, conv: nn.Module):
+        """Record ``conv``'s type, kernel shape, stride, padding and dilation; returns self."""
+        self.conv_type = type(conv)
+        self.kernel_shape = tuple(conv.weight.shape)
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        return self
+
+    def kernel(self) -> Tensor:
+        """The (C_out, C_in, k...) kernel this layer applies now (float32)."""
+        return self.merged_weight().view(self.kernel_shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv_forward(x)
+
+    def conv_forward(self, x: Tensor) -> Tensor:
+        conv = F.conv3d if self.conv_type is nn.Conv3d else F.conv2d
+        return conv(x, self.kernel(), self.bias, self.stride, self.padding, self.dilation)
+
+    @torch.no_grad()
+    def to_plain(self) -> nn.Module:
+        """A plain conv of the same geometry with the merged kernel (merge)."""
+        out_c, in_c, *k = self.kernel_shape
+        conv = self.conv_type(in_c, out_c, k, stride=self.stride, padding=self.padding, dilation=self.dilation,
+                              bias=self.bias is not None, device=self.weight.device, dtype=self.weight.dtype)
+        conv.weight.copy_(self.kernel())
+        if self.bias is not None:
+            conv.bias.copy_(self.bias)
+        return conv
+
+    def extra_repr(self) -> str:
+        return f"{self.conv_type.__name__} kernel {self.kernel_shape}, stride {self.stride}, " \
+               f"trains={self.trainable_names}"
 
 
 def directional_scale(weight: Tensor, magnitude: Tensor, axis: str, detach_norm: bool, eps: float = 1e-12) -> Tensor:

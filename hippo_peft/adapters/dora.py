@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hippo_peft.adapters.config import DoRAConfig
-from hippo_peft.adapters.core import directional_scale, weight_norm
+from hippo_peft.adapters.core import ConvMixin, directional_scale, weight_norm
 from hippo_peft.adapters.lora import LoRALinear
 from hippo_peft.adapters.registry import MethodSpec
 
@@ -33,6 +33,10 @@ class DoRALinear(LoRALinear):
         return F.linear(x, self.merged_weight(), self.bias)
 
 
-SPEC = MethodSpec("dora", DoRAConfig, "DoRA", "DoRA", layer=DoRALinear,
+class DoRAConv(ConvMixin, DoRALinear):
+    """DoRA on the unfolded kernel: one magnitude per output channel (norm over C_in k^3), as HF peft's conv DoRA."""
+
+
+SPEC = MethodSpec("dora", DoRAConfig, "DoRA", "DoRA", layer=DoRALinear, conv_layer=DoRAConv,
                            summary="DoRA, rank 8, alpha 8, on every transformer linear.",
                            paper="Liu et al. 2024, DoRA: weight-decomposed low-rank adaptation")

@@ -12,7 +12,11 @@ layers of a UNETR. The calibration changes no output (``up`` is zero then) and i
 
 Merge folds the parallel branch into the linear weight exactly. The serial branch is non-linear (ReLU) and cannot
 be folded into a linear weight: a merged HyPS network keeps it as a small ``serial`` submodule of each adapted
-linear (2 k out + k + out numbers per layer), i.e. the base keys plus ``*.serial.*``."""
+linear (2 k out + k + out numbers per layer), i.e. the base keys plus ``*.serial.*``.
+
+On a conv (nnU-Net's U-Net) the principal branch acts on the unfolded kernel and the serial adapter on the output
+channels, i.e. as 1x1x1 convs C_out -> k -> C_out (:class:`HyPSConv`); the bias calibration takes the median over
+every voxel of the first batch."""
 from __future__ import annotations
 
 import math
@@ -22,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hippo_peft.adapters.config import HyPSConfig
+from hippo_peft.adapters.core import ConvMixin
 from hippo_peft.adapters.pissa import PiSSALinear
 from hippo_peft.adapters.registry import MethodSpec
 
@@ -52,6 +57,10 @@ class SerialAdapter(nn.Module):
         if self.training and not self._checked:
             self._calibrate(h)
         return h + self.scale * self.up(torch.relu(self.down(self.dropout(h))))
+
+    def over_channels(self, h: Tensor) -> Tensor:
+        """The adapter on dim 1 of a conv output (N, C, ...): a 1x1(x1) conv bottleneck."""
+        return self(h.movedim(1, -1)).movedim(-1, 1)
 
 
 class LinearWithSerialAdapter(nn.Linear):
@@ -89,8 +98,40 @@ class HyPSLinear(PiSSALinear):
         return merged
 
 
+class Conv3dWithSerialAdapter(nn.Conv3d):
+    """A merged HyPS conv: a plain ``nn.Conv3d`` (base keys) followed by the serial adapter over its channels."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.serial.over_channels(super().forward(x))
+
+
+class Conv2dWithSerialAdapter(nn.Conv2d):
+    """:class:`Conv3dWithSerialAdapter` for nnU-Net's 2d configuration."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.serial.over_channels(super().forward(x))
+
+
+class HyPSConv(ConvMixin, HyPSLinear):
+    """HyPS on a conv: the principal branch on the unfolded kernel, the serial adapter over the output channels."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.serial.over_channels(self.conv_forward(x))
+
+    @torch.no_grad()
+    def to_plain(self) -> nn.Module:
+        plain = ConvMixin.to_plain(self)
+        merged_cls = Conv3dWithSerialAdapter if self.conv_type is nn.Conv3d else Conv2dWithSerialAdapter
+        out_c, in_c, *k = self.kernel_shape
+        merged = merged_cls(in_c, out_c, k, stride=self.stride, padding=self.padding, dilation=self.dilation,
+                            bias=self.bias is not None, device=self.weight.device)
+        merged.load_state_dict(plain.state_dict())
+        merged.serial = self.serial
+        return merged
+
+
 SPEC = MethodSpec(
-    "hyps", HyPSConfig, "HyPS", "HyPS", layer=HyPSLinear, weight_decay=2e-5,
+    "hyps", HyPSConfig, "HyPS", "HyPS", layer=HyPSLinear, conv_layer=HyPSConv, weight_decay=2e-5,
     summary="HyPS: rank-2 principal parallel branch + width-2 serial adapters on every transformer linear "
             "(wd 2e-5).",
     paper="HyPS: hybrid parallel and serial adapters on principal weights for few-shot medical segmentation")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hippo_peft.adapters.config import LoRAConfig
-from hippo_peft.adapters.core import AdaptedLinear, full_precision
+from hippo_peft.adapters.core import AdaptedLinear, ConvMixin, full_precision
 from hippo_peft.adapters.registry import MethodSpec
 from hippo_peft.errors import InputError
 
@@ -46,6 +46,10 @@ class LoRALinear(AdaptedLinear):
         return F.linear(x, self.weight, self.bias) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
 
 
-SPEC = MethodSpec("lora", LoRAConfig, "LoRA", "LoRA", layer=LoRALinear,
+class LoRAConv(ConvMixin, LoRALinear):
+    """LoRA on the unfolded kernel: ``lora_A`` r x C_in k^3, ``lora_B`` C_out x r."""
+
+
+SPEC = MethodSpec("lora", LoRAConfig, "LoRA", "LoRA", layer=LoRALinear, conv_layer=LoRAConv,
                            summary="LoRA, rank 8, alpha 8, on every transformer linear.",
                            paper="Hu et al. 2021, LoRA: low-rank adaptation of large language models")

@@ -10,6 +10,13 @@ is applied without forming (or Fourier-transforming) the large tensors: a first 
 per step than full fine-tuning on UNETR-base. Trainable: ``r * n3 * (n1 + n2 + 1)`` real numbers
 per group -- every Fourier slice's factors, not only the non-redundant half (the paper's 0.08 % for UNETR-base
 counts that half; we report what this parameterisation trains, 0.18 %).
+
+On nnU-Net's U-Nets (:class:`LoRAPTConv`) each conv kernel ``K`` (C_out x C_in x k1 x k2 x k3) is already a tensor
+whose extra modes index same-kind matrices (one C_out x C_in channel mixing per tap): the order-p t-SVD
+(:func:`~.tsvd.t_svd_nd`, DFT over the three tap modes) splits it into a trainable principal tensor of tubal rank r
+and a frozen residual. Trainable per conv: ``r * k1 k2 k3 * (C_out + C_in + 1)``. On a 1x1x1 conv (the residual
+encoder's skip projections) one tap is one matrix SVD: there LoRA-PT is PiSSA with its singular values as a
+separate trainable vector.
 """
 from __future__ import annotations
 
@@ -20,10 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hippo_peft.adapters.config import LoRAPTConfig
-from hippo_peft.adapters.core import full_precision
+from hippo_peft.adapters.core import AdaptedLinear, ConvMixin, full_precision, matrix_view
 from hippo_peft.adapters.registry import MethodSpec
 from hippo_peft.adapters.targets import FUSED_QKV, find_targets
-from hippo_peft.adapters.tsvd import t_svd
+from hippo_peft.adapters.tsvd import t_product_nd, t_svd, t_svd_nd
 from hippo_peft.errors import InputError
 
 GROUPS_ATTR = "lorapt_tensors"
@@ -183,8 +190,40 @@ def remove_lorapt(model: nn.Module) -> None:
             del hooks[hid]
 
 
+class LoRAPTConv(ConvMixin, AdaptedLinear):
+    """A conv whose kernel is ``residual + U * S * V^T`` (order-p t-product over the tap modes): trainable ``U``
+    (C_out x r x k...), tubes ``S`` (r x k...), ``V`` (C_in x r x k...); ``weight`` is the frozen residual, unfolded
+    like every conv layer's (C_out x C_in k^3)."""
+
+    trainable_names = ("U", "S", "V")
+
+    def __init__(self, conv: nn.Module, rank: int):
+        kernel = conv.weight.detach()
+        out_c, in_c = kernel.shape[:2]
+        if rank > min(out_c, in_c):
+            raise InputError(f"lorapt: tubal rank {rank} exceeds min(C_out, C_in) = {min(out_c, in_c)} of a "
+                             f"{tuple(kernel.shape)} conv kernel; lower the rank or restrict the targets.")
+        u, s, v = t_svd_nd(kernel, rank)
+        super().__init__(matrix_view(conv))
+        self.U, self.S, self.V = nn.Parameter(u), nn.Parameter(s), nn.Parameter(v)
+        with torch.no_grad():  # the residual from the stored factors, so that residual + principal == K at the start
+            self.weight.sub_(self.principal().reshape(out_c, -1))
+
+    @classmethod
+    def from_conv(cls, conv: nn.Module, config: LoRAPTConfig) -> "LoRAPTConv":
+        return cls(conv, config.rank).with_geometry(conv)
+
+    def principal(self) -> Tensor:
+        """``U * S * V^T`` as a (C_out, C_in, k...) kernel, float32."""
+        with full_precision(self.U.device):
+            return t_product_nd(self.U.float(), self.S.float(), self.V.float())
+
+    def merged_weight(self) -> Tensor:
+        return self.weight + self.principal().reshape(self.out_features, -1)
+
+
 SPEC = MethodSpec(
-    "lorapt", LoRAPTConfig, "LoRA-PT", "LoRAPT", injector=inject_lorapt,
+    "lorapt", LoRAPTConfig, "LoRA-PT", "LoRAPT", injector=inject_lorapt, conv_layer=LoRAPTConv,
     summary="LoRA-PT: tubal rank 1 principal tensors of the stacked attention / MLP weights (reference lr 1e-3, "
             "wd 1e-5).",
     paper="LoRA-PT: low-rank adaptation of UNETR using principal tensor singular values and vectors (t-SVD)")

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from hippo_peft.adapters.config import AdapterConfig
 from hippo_peft.adapters.core import AdaptedLinear
 from hippo_peft.adapters.lorapt import GROUPS_ATTR, PrincipalTensor, TensorSliceLinear, remove_lorapt
-from hippo_peft.adapters.registry import INJECTORS, LAYERS
+from hippo_peft.adapters.registry import CONV_LAYERS, INJECTORS, LAYERS
 from hippo_peft.adapters.targets import Backbone, backbone_of, find_targets
 from hippo_peft.errors import InputError, RefusedError
 
@@ -21,6 +21,8 @@ FINGERPRINT_ATTR = "hippo_peft_base_fingerprint"
 
 def is_extra(name: str, backbone: Backbone, train_extra: str) -> bool:
     """Whether the parameter / state-dict key ``name`` belongs to the non-adapter parts ``train_extra`` trains."""
+    if backbone.encoder_aliases and name.startswith(backbone.encoder_aliases):
+        return False
     if train_extra == "head":
         return name.startswith(backbone.head_prefix)
     if train_extra == "decoder_head":
@@ -77,8 +79,13 @@ def _adapter_modules(model: nn.Module) -> List[str]:
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
+    """Put ``new`` wherever the module at ``name`` is referenced. nnU-Net's ``ConvDropoutNormReLU`` holds its conv
+    twice (``conv`` and ``all_modules[0]``, and its forward runs ``all_modules``): replacing one name only would
+    leave the forward unadapted without an error."""
+    old = model.get_submodule(name)
+    places = [(parent, child) for parent in model.modules() for child, m in parent._modules.items() if m is old]
+    for parent, child in places:
+        setattr(parent, child, new)
 
 
 def inject(model: nn.Module, config: AdapterConfig) -> nn.Module:
@@ -102,7 +109,15 @@ def inject(model: nn.Module, config: AdapterConfig) -> nn.Module:
     backbone = backbone_of(model)
     base_count = sum(p.numel() for p in model.parameters())
     fingerprint = base_fingerprint(model, config)
-    if config.method in LAYERS:
+    if backbone.convolutional and config.method in CONV_LAYERS:
+        replacements = [(name, CONV_LAYERS[config.method].from_conv(conv, config))
+                        for name, conv in find_targets(model, config)]
+        for name, layer in replacements:
+            _replace(model, name, layer)
+    elif backbone.convolutional and config.method in LAYERS:
+        raise InputError(f"method '{config.method}' has no conv layer (MethodSpec conv_layer): it adapts "
+                         f"transformer linears only, not a {backbone.name}.")
+    elif config.method in LAYERS:
         layer_cls = LAYERS[config.method]
         replacements = [(name, layer_cls.from_linear(linear, config)) for name, linear in find_targets(model, config)]
         for name, layer in replacements:
@@ -146,11 +161,11 @@ def trainable_report(model: nn.Module) -> TrainableReport:
 
 @torch.no_grad()
 def merge(model: nn.Module) -> nn.Module:
-    """Fold the adapter into plain ``nn.Linear`` weights, in place: the base architecture's state-dict keys
+    """Fold the adapter into plain ``nn.Linear`` / conv weights, in place: the base architecture's state-dict keys
     (HyPS additionally keeps its non-linear serial adapters, see :mod:`hippo_peft.adapters.hyps`)."""
     adapted = [(n, m) for n, m in model.named_modules() if isinstance(m, (AdaptedLinear, TensorSliceLinear))]
     for name, module in adapted:
-        _replace(model, name, module.to_linear())
+        _replace(model, name, module.to_plain() if isinstance(module, AdaptedLinear) else module.to_linear())
     remove_lorapt(model)
     model.requires_grad_(True)
     for attr in (CONFIG_ATTR, BASE_COUNT_ATTR, FINGERPRINT_ATTR):

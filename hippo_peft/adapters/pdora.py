@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from hippo_peft.adapters.config import PDoRAConfig
-from hippo_peft.adapters.core import AdaptedLinear, directional_scale, full_precision, principal_split, weight_norm
+from hippo_peft.adapters.core import AdaptedLinear, ConvMixin, directional_scale, full_precision, principal_split, weight_norm
 from hippo_peft.adapters.registry import MethodSpec
 
 
@@ -37,7 +37,11 @@ class PDoRALinear(AdaptedLinear):
         return self.weight + directional_scale(self.principal(), self.magnitude, self.norm_axis, self.detach_norm)
 
 
+class PDoRAConv(ConvMixin, PDoRALinear):
+    """PDoRA on the unfolded kernel: magnitude per output channel times the principal part's direction."""
+
+
 SPEC = MethodSpec(
-    "pdora", PDoRAConfig, "PDoRA", "PDoRA", layer=PDoRALinear, lr=2e-3, weight_decay=6e-5,
+    "pdora", PDoRAConfig, "PDoRA", "PDoRA", layer=PDoRALinear, conv_layer=PDoRAConv, lr=2e-3, weight_decay=6e-5,
     summary="PDoRA: rank-8 principal MLP weights as magnitude x direction (reference lr 2e-3, wd 6e-5).",
     paper="PDoRA: principal weight-decomposed low-rank adaptation")

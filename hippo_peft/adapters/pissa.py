@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from hippo_peft.adapters.config import PiSSAConfig
-from hippo_peft.adapters.core import principal_split
+from hippo_peft.adapters.core import ConvMixin, principal_split
 from hippo_peft.adapters.lora import LoRALinear
 from hippo_peft.adapters.registry import MethodSpec
 
@@ -25,6 +25,10 @@ class PiSSALinear(LoRALinear):
         return layer
 
 
-SPEC = MethodSpec("pissa", PiSSAConfig, "PiSSA", "PiSSA", layer=PiSSALinear,
+class PiSSAConv(ConvMixin, PiSSALinear):
+    """PiSSA on the unfolded kernel: the principal rank-r part of ``K.reshape(C_out, -1)`` trains."""
+
+
+SPEC = MethodSpec("pissa", PiSSAConfig, "PiSSA", "PiSSA", layer=PiSSALinear, conv_layer=PiSSAConv,
                            summary="PiSSA, rank 8, on every transformer linear.",
                            paper="Meng et al. 2024, PiSSA: principal singular values and singular vectors adaptation")

@@ -28,6 +28,9 @@ class MethodSpec:
             ``nnUNetTrainer_UNETR_LoRAPT``, ``..._LoRAPT_Strict``, ``..._LoRAPT_short``).
         summary: one sentence on what it trains; the docstring of its trainers.
         layer: the ``AdaptedLinear`` class that replaces each target linear (matrix methods), or None.
+        conv_layer: the class that replaces each target conv of nnU-Net's U-Nets (``ConvMixin`` + an
+            ``AdaptedLinear``, built with ``from_conv``), or None (then the method runs on transformers only).
+            Baselines need none: they inject nothing.
         injector: ``fn(model, config)`` for methods that act on the whole network (LoRA-PT's stacked tensors; the
             baselines, which inject nothing), or None. Exactly one of ``layer`` and ``injector``.
         lr, decoder_lr: default start rates of the two AdamW groups, ``adapter`` and ``decoder+head`` (the papers
@@ -46,6 +49,7 @@ class MethodSpec:
     trainer_suffix: str
     summary: str
     layer: Optional[type] = None
+    conv_layer: Optional[type] = None
     injector: Optional[Callable] = None
     lr: float = 1e-3
     decoder_lr: Optional[float] = None
@@ -79,6 +83,7 @@ class MethodSpec:
 
 _METHODS: Dict[str, MethodSpec] = {}
 LAYERS: Dict[str, type] = {}  # derived from the specs, read by adapters.model.inject
+CONV_LAYERS: Dict[str, type] = {}
 INJECTORS: Dict[str, Callable] = {}
 
 
@@ -93,13 +98,15 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     _METHODS[spec.name] = spec
     CONFIGS[spec.name] = spec.config
     (LAYERS if spec.layer is not None else INJECTORS)[spec.name] = spec.layer or spec.injector
+    if spec.conv_layer is not None:
+        CONV_LAYERS[spec.name] = spec.conv_layer
     return spec
 
 
 def unregister_method(name: str) -> None:
     """Forget a registered method (tests register toy methods and remove them again)."""
     _METHODS.pop(name)
-    for table in (CONFIGS, LAYERS, INJECTORS):
+    for table in (CONFIGS, LAYERS, CONV_LAYERS, INJECTORS):
         table.pop(name, None)
 
 

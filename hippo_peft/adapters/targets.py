@@ -1,4 +1,5 @@
-"""Which linears of each backbone are targets, where its transformer encoder and its head are."""
+"""Which linears (transformers) or convs (nnU-Net's U-Nets) of each backbone are targets, where its encoder and its
+head are."""
 from __future__ import annotations
 
 import re
@@ -19,8 +20,14 @@ class Backbone:
     # The CNN decoder blocks the papers train with the adapter ('decoder_head'); the CNN skip encoders (encoder1-4,
     # SwinUNETR's encoder10) are the rest outside the transformer and stay frozen there.
     decoder_prefixes: Tuple[str, ...]
-    groups: Dict[str, str]  # target group -> regex over nn.Linear names
+    groups: Dict[str, str]  # target group -> regex over the target modules' names
     downsample: str | None = None  # optional extra targets (SwinUNETR patch merging)
+    target_types: Tuple[type, ...] = (nn.Linear,)  # what the methods adapt: linears, or convs on a U-Net
+    encoder_aliases: Tuple[str, ...] = ()  # other state-dict paths of the encoder (a second reference to it)
+
+    @property
+    def convolutional(self) -> bool:
+        return self.target_types != (nn.Linear,)
 
 
 BACKBONES: Dict[str, Backbone] = {
@@ -33,6 +40,14 @@ BACKBONES: Dict[str, Backbone] = {
         "mlp": r"swinViT\.layers\d+\.\d+\.blocks\.\d+\.mlp\.linear[12]"},
         downsample=r"swinViT\.layers\d+\.\d+\.downsample\.reduction"),
 }
+# nnU-Net's U-Nets (dynamic_network_architectures): the encoder's convs are the targets (the residual encoder's stem
+# and 1x1x1 skip projections included); the decoder is its stages, transposed convs and segmentation layers (the
+# deep-supervision outputs included). `decoder.encoder` is a second reference to the encoder, not decoder.
+_UNET = dict(encoder_prefix="encoder.", head_prefix="decoder.seg_layers.",
+             decoder_prefixes=("decoder.stages.", "decoder.transpconvs.", "decoder.seg_layers."),
+             groups={"convs": r"encoder\..+"}, target_types=(nn.Conv2d, nn.Conv3d), encoder_aliases=("decoder.encoder.",))
+BACKBONES["PlainConvUNet"] = Backbone("unet", **_UNET)
+BACKBONES["ResidualEncoderUNet"] = Backbone("resencunet", **_UNET)
 # Fused query/key/value projections: LoRA-PT splits them into their three (d x d) row blocks.
 FUSED_QKV = re.compile(r"\.attn\.qkv$")
 
@@ -41,11 +56,15 @@ def backbone_of(model: nn.Module) -> Backbone:
     for cls in type(model).__mro__:
         if cls.__name__ in BACKBONES:
             return BACKBONES[cls.__name__]
-    raise TypeError(f"{type(model).__name__} is not a supported backbone; hippo_peft adapts MONAI "
-                    f"{' and '.join(BACKBONES)}.")
+    raise TypeError(f"{type(model).__name__} is not a supported backbone; hippo_peft adapts MONAI UNETR and "
+                    f"SwinUNETR and nnU-Net's PlainConvUNet and ResidualEncoderUNet.")
 
 
 def target_pattern(backbone: Backbone, config: AdapterConfig) -> str:
+    if backbone.convolutional and config.targets in ("attn", "mlp"):
+        raise InputError(f"{config.method}: targets {config.targets!r} names transformer linears; a {backbone.name} "
+                         f"has convs: use targets 'all' (every encoder conv) or a regular expression over conv "
+                         f"names such as 'encoder\\.stages\\.[3-5]\\..+'.")
     if config.targets == "all":
         pattern = "|".join(backbone.groups.values())
     elif config.targets in backbone.groups:
@@ -60,9 +79,12 @@ def target_pattern(backbone: Backbone, config: AdapterConfig) -> str:
 def find_targets(model: nn.Module, config: AdapterConfig) -> List[Tuple[str, nn.Linear]]:
     backbone = backbone_of(model)
     pattern = re.compile(f"(?:{target_pattern(backbone, config)})")
-    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and pattern.fullmatch(n)]
+    kinds = backbone.target_types
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds) and pattern.fullmatch(n)]
     if not found:
-        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][:6]
-        raise InputError(f"{config.method}: targets {config.targets!r} match no nn.Linear of this {backbone.name}; "
-                         f"its linears are named like {linears}.")
+        names = [n for n, m in model.named_modules() if isinstance(m, kinds)][:6]
+        what = " / ".join(f"nn.{k.__name__}" for k in kinds)
+        raise InputError(f"{config.method}: targets {config.targets!r} match no {what} of this "
+                         f"{backbone.name}; its {'convs' if backbone.convolutional else 'linears'} are named like "
+                         f"{names}.")
     return found

@@ -171,9 +171,10 @@ def check_source_checkpoint(checkpoint: str, plans_file: Path, arch: str, trust_
 # ------------------------------------------------------------------------------------------------ the benchmark
 class Benchmark:
     def __init__(self, settings: Settings, workdir: str | Path, echo: bool = True, trust_pickle: bool = False,
-                 qc_page: bool = False):
+                 qc_page: bool = False, only_draws=None):
         self.s = settings
         self.qc_page = qc_page
+        self.only_draws = only_draws
         self.trust_pickle = trust_pickle
         self.w = Workdir(Path(workdir).resolve())
         self.echo = echo
@@ -390,7 +391,7 @@ class Benchmark:
         checkpoints["nnunet"] = None
         if "nnunet-ft" in bases:
             checkpoints["nnunet-ft"] = self.source_checkpoint_nnunet()
-        runs = planned_runs(self.s)
+        runs = planned_runs(self.s, self.only_draws)
         todo = [r for r in runs if not self.w.record(r).is_file()]
         if len(todo) < len(runs):
             logger.info(f"resuming: {len(runs) - len(todo)} of {len(runs)} runs already finished in {self.w.root}")
@@ -456,9 +457,11 @@ def write_folder_report(workdir: str, qc_page: bool = False) -> Path:
     return w.report / "benchmark.md"
 
 
-def run_benchmark(workdir: str, trust_pickle: bool = False, qc_page: bool = False, **kwargs) -> list[dict]:
+def run_benchmark(workdir: str, trust_pickle: bool = False, qc_page: bool = False, only_draws=None,
+                  **kwargs) -> list[dict]:
     settings = resolve_settings(**kwargs)
+    planned_runs(settings, only_draws)  # a bad --only-draws is refused before anything is written
     if settings.source_kind == "checkpoint":  # readable, finite and safe to load, before anything is written
         from hippo_peft.nnunet.weights import read_state_dict
         read_state_dict(settings.source, trust_pickle)
-    return Benchmark(settings, workdir, trust_pickle=trust_pickle, qc_page=qc_page).run()
+    return Benchmark(settings, workdir, trust_pickle=trust_pickle, qc_page=qc_page, only_draws=only_draws).run()

@@ -407,12 +407,18 @@ def _read_draws(path: Path, shots: list[int], draws: int, cases: list[str]) -> d
     return {str(k): [sorted(d) for d in data[str(k)]] for k in shots}
 
 
-def planned_runs(s: Settings) -> list[Run]:
+def planned_runs(s: Settings, only_draws=None) -> list[Run]:
     """This command's runs, ordered so that every method is compared on one draw (at every budget) before the next
-    repeat or draw starts."""
+    repeat or draw starts. ``only_draws``: the draw numbers to run (default: all of ``s.draws``), e.g. repeats of
+    the one draw that lost a label."""
+    if only_draws is not None:
+        bad = sorted(set(only_draws) - set(range(s.draws)))
+        if bad or not only_draws:
+            raise BenchmarkError(f"--only-draws {' '.join(map(str, only_draws))}: draws are numbered 0 to "
+                                 f"{s.draws - 1} (--draws {s.draws}); give numbers in that range.")
     runs = []
     for k in s.shots:
-        for d in range(s.draws):
+        for d in range(s.draws) if only_draws is None else sorted(set(only_draws)):
             for r in range(s.repeats):
                 fold = s.folds.index(fold_key(k, d, r))
                 for n in s.iterations:
