@@ -49,11 +49,40 @@ def test_every_registered_method_has_its_classes(spec, arch):
                 assert cls.schedule == getattr(trainers.base, schedule)
 
 
+UNET_SPECS = [s for s in A.method_specs() if s.conv_layer is not None or s.name in ("headonly", "decoderonly")]
+
+
+@pytest.mark.parametrize("spec", UNET_SPECS, ids=lambda s: s.name)
+def test_every_method_with_a_conv_layer_has_its_unet_classes(spec):
+    """nnU-Net's U-Nets: every method with a conv layer (and the head-only / decoder-only controls) has its
+    written-out classes in trainers/nnUNetTrainer_UNet.py, with every encoder conv as targets."""
+    statements = class_statements()
+    core = f"nnUNetTrainer_UNet_{spec.trainer_suffix}"
+    settings = {core: "decoder_head" if not spec.baseline else None}
+    if not spec.baseline:
+        settings[core + "_Strict"] = "head"
+    for name, train_extra in settings.items():
+        for suffix, schedule in SCHEDULES.items():
+            full = name + suffix
+            assert statements.get(full) == "nnUNetTrainer_UNet.py", (
+                f"{full} is not a class statement in trainers/nnUNetTrainer_UNet.py; add\n\n"
+                f"class {full}({name if suffix else 'nnUNetTrainer_UNetAdapterBase'}):")
+            cls = getattr(trainers, full)
+            assert full in trainers.__all__ and cls.method == spec.name and cls.core_name() == name
+            config = cls.adapter_config()
+            assert type(config) is spec.config
+            if train_extra:
+                assert config.train_extra == train_extra and config.targets == "all"
+            if schedule:
+                assert cls.schedule == getattr(trainers.base, schedule)
+
+
 def test_every_exported_trainer_is_a_class_statement():
     statements = class_statements()
     made_at_run_time = [n for n in trainers.__all__ if n not in statements]
     assert not made_at_run_time
-    assert len(trainers.__all__) == 2 * (3 + 3 * sum(1 if s.baseline else 2 for s in A.method_specs()))
+    assert len(trainers.__all__) == (2 * (3 + 3 * sum(1 if s.baseline else 2 for s in A.method_specs()))
+                                     + 3 * sum(1 if s.baseline else 2 for s in UNET_SPECS))
 
 
 def readme_trainer_names() -> set[str]:
@@ -61,7 +90,7 @@ def readme_trainer_names() -> set[str]:
     # `..._<N>it` placeholders end in "_"
     # module paths (hippo_peft.trainers.nnUNetTrainer_UNETR_adapters) and file names (.py) are not trainer names
     text = "\n".join(p.read_text() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
-    names = {m.group().split("__")[0] for m in re.finditer(r"nnUNetTrainer_(?:UNETR|SwinUNETR)\w*", text)
+    names = {m.group().split("__")[0] for m in re.finditer(r"nnUNetTrainer_(?:UNETR|SwinUNETR|UNet)\w*", text)
              if text[m.start() - 1:m.start()] != "." and text[m.end():m.end() + 3] != ".py"}
     return {n for n in names if not re.search(r"_\d+it", n) and not n.endswith("_")}
 

@@ -2,17 +2,21 @@
 
 nnU-Net finds them through the shim in ``hippo_peft/nnunet_ext`` (``hippo-peft env``) or the opt-in
 ``hippo-peft install-shim``; the classes themselves live here, one file per backbone with one ``class`` statement
-per trainer name, so that nnU-Net's spawned workers can import them and ``grep`` finds them.
+per trainer name, so that nnU-Net's spawned workers can import them and ``grep`` finds them: the MONAI transformers
+(``nnUNetTrainer_UNETR.py``, ``nnUNetTrainer_SwinUNETR.py``) and nnU-Net's own U-Nets (``nnUNetTrainer_UNet.py``).
 """
 from hippo_peft.errors import InputError
 from hippo_peft.trainers import nnUNetTrainer_SwinUNETR as _swin
+from hippo_peft.trainers import nnUNetTrainer_UNet as _unet
 from hippo_peft.trainers import nnUNetTrainer_UNETR as _unetr
-from hippo_peft.trainers.adapted import nnUNetTrainer_AdapterBase, schedule_suffix  # noqa: F401
+from hippo_peft.trainers.adapted import AdapterMixin, nnUNetTrainer_AdapterBase, schedule_suffix  # noqa: F401
 from hippo_peft.trainers.base import Schedule, nnUNetTrainer_TransformerBase  # noqa: F401
 from hippo_peft.trainers.nnUNetTrainer_SwinUNETR import *  # noqa: F401,F403
+from hippo_peft.trainers.nnUNetTrainer_UNet import *  # noqa: F401,F403
 from hippo_peft.trainers.nnUNetTrainer_UNETR import *  # noqa: F401,F403
+from hippo_peft.trainers.unet import nnUNetTrainer_UNetAdapterBase, nnUNetTrainer_UNetBase  # noqa: F401
 
-ADAPTER_TRAINERS = _unetr.ADAPTER_TRAINERS + _swin.ADAPTER_TRAINERS
+ADAPTER_TRAINERS = _unetr.ADAPTER_TRAINERS + _swin.ADAPTER_TRAINERS + _unet.ADAPTER_TRAINERS
 SCHEDULES = ("", "short", "smoke")
 
 
@@ -48,4 +52,4 @@ def __getattr__(name):
     return cls
 
 
-__all__ = [*_unetr.__all__, *_swin.__all__]
+__all__ = [*_unetr.__all__, *_swin.__all__, *_unet.__all__]

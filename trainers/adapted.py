@@ -1,7 +1,9 @@
-"""What every parameter-efficient trainer shares: the adapter is injected in ``build_network_architecture`` (so
-``nnUNetv2_predict -tr <same name>`` rebuilds the adapted network and loads the checkpoint strictly), re-computed
-from the pre-trained weights when ``-pretrained_weights`` loads them, and recorded in the log and checkpoint.
-Concrete trainers only name the backbone, the method and its options."""
+"""What every parameter-efficient trainer shares, on any network (:class:`AdapterMixin`): the adapter is injected
+in ``build_network_architecture`` (so ``nnUNetv2_predict -tr <same name>`` rebuilds the adapted network and loads
+the checkpoint strictly), re-computed from the pre-trained weights when ``-pretrained_weights`` loads them, and
+recorded in the log and checkpoint. :class:`nnUNetTrainer_AdapterBase` puts it on the MONAI transformers;
+``trainers/unet.py`` on nnU-Net's own U-Nets. Concrete trainers only name the backbone, the method and its
+options."""
 from __future__ import annotations
 
 import torch
@@ -16,14 +18,15 @@ from hippo_peft.safe_load import load_weights_file, trust_from_env
 from hippo_peft.trainers.base import Schedule, nnUNetTrainer_TransformerBase
 
 
-class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
-    """Abstract: subclasses set ``arch`` and ``method`` (and optionally ``method_options``); the method's default
-    rates and weight decays come from its registry entry (:class:`hippo_peft.adapters.MethodSpec`).
+class AdapterMixin:
+    """Put first, before a hippo_peft trainer base: ``class nnUNetTrainer_AdapterBase(AdapterMixin,
+    nnUNetTrainer_TransformerBase)``. Subclasses set ``method`` (and optionally ``method_options``); the plain
+    network is what the base after the mixin builds.
 
     What trains (``train_extra``, see :class:`hippo_peft.adapters.AdapterConfig`): by default the papers' setting,
     the method's tensors plus the CNN decoder blocks and the head ('decoder_head'); the ``_Strict`` trainers keep
-    the decoder frozen ('head'). Two AdamW groups, each with its own rate and weight decay and the same warm-up +
-    poly curve: ``adapter`` (``initial_lr_default``, ``weight_decay_default``) and ``decoder+head``
+    the decoder frozen ('head'). Two optimizer groups (the base's optimizer), each with its own rate and weight
+    decay: ``adapter`` (``initial_lr_default``, ``weight_decay_default``) and ``decoder+head``
     (``decoder_lr_default``, ``decoder_weight_decay_default``).
     """
 
@@ -33,10 +36,11 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
     initial_lr_default = 1e-3  # overwritten from the method's registry entry (__init_subclass__)
     decoder_lr_default = 1e-3
     decoder_weight_decay_default = 1e-5
+    rates_from_registry = True  # the registry's rates are AdamW rates for the transformers
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if cls.__dict__.get("method"):  # the class that names the method takes its defaults from the registry
+        if cls.__dict__.get("method") and cls.rates_from_registry:  # the class that names the method
             spec = adapters.get_method(cls.method)
             for attr, value in (("initial_lr_default", spec.lr), ("decoder_lr_default", spec.decoder_lr),
                                 ("weight_decay_default", spec.weight_decay),
@@ -47,14 +51,20 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         if self.method is None:
-            raise TypeError(f"{type(self).__name__} is abstract; use e.g. nnUNetTrainer_UNETR_LoRAPT.")
+            raise TypeError(f"{type(self).__name__} is abstract; use e.g. nnUNetTrainer_UNETR_LoRAPT or "
+                            f"nnUNetTrainer_UNet_LoRAPT.")
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.pretrained_loaded = False
         self.base_fingerprint = None  # of the weights the adapter was decomposed from
 
     @classmethod
+    def backbone_method_options(cls) -> dict:
+        """Options this backbone gives every method unless ``method_options`` says otherwise."""
+        return {}
+
+    @classmethod
     def adapter_config(cls) -> adapters.AdapterConfig:
-        options = dict(cls.method_options)
+        options = {**cls.backbone_method_options(), **cls.method_options}
         if not adapters.get_method(cls.method).baseline:  # a baseline's config fixes what trains
             options.setdefault("train_extra", cls.train_extra)
         return adapters.make_config(cls.method, **options)
@@ -99,7 +109,7 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
     def load_pretrained_weights(self, fname: str):
         # Decompose the *pre-trained* weights: load them into a plain base network, inject there, then copy the
         # result into the (already optimised-over) adapted network in place.
-        base = nnUNetTrainer_TransformerBase.build_network_architecture(
+        base = super(AdapterMixin, self).build_network_architecture(  # the plain network of the base after us
             self.plans_manager, self.configuration_manager, self.num_input_channels,
             self.label_manager.num_segmentation_heads, False).to(self.device)
         report = self.load_pretrained_into(base, fname)
@@ -163,9 +173,16 @@ class nnUNetTrainer_AdapterBase(nnUNetTrainer_TransformerBase):
         return super().load_checkpoint(filename_or_checkpoint)  # nnU-Net's only handles a file name correctly
 
 
+class nnUNetTrainer_AdapterBase(AdapterMixin, nnUNetTrainer_TransformerBase):
+    """Abstract: the adapter trainers of the MONAI transformers; subclasses set ``arch`` and ``method``. Two AdamW
+    groups, each with its own rate and weight decay and the same warm-up + poly curve: ``adapter``
+    (``initial_lr_default``, ``weight_decay_default``) and ``decoder+head`` (``decoder_lr_default``,
+    ``decoder_weight_decay_default``); the rates come from the method's registry entry."""
+
+
 def schedule_suffix(cls: type) -> str:
     """``_short``, ``_smoke``, ``_500it`` or '' : what ``cls``'s name adds to its written-out trainer's."""
     return cls.__name__[len(cls.core_name()):]
 
 
-__all__ = ["nnUNetTrainer_AdapterBase", "Schedule", "CHECKPOINT_KEY", "schedule_suffix"]
+__all__ = ["AdapterMixin", "nnUNetTrainer_AdapterBase", "Schedule", "CHECKPOINT_KEY", "schedule_suffix"]

@@ -1,6 +1,8 @@
-"""What every hippo_peft trainer shares: a MONAI backbone built from plans, no deep supervision, AdamW with a
-warm-up + poly schedule, the tolerant pre-trained loader (head from the source), the dying-label check, and checks
-that turn nnU-Net's late crashes into early, actionable errors. Concrete trainers only say which backbone and which schedule."""
+"""What every hippo_peft trainer shares (:class:`nnUNetTrainer_HippoBase`): schedules, the tolerant pre-trained
+loader (head from the source), the dying-label check, and checks that turn nnU-Net's late crashes into early,
+actionable errors. :class:`nnUNetTrainer_TransformerBase` adds a MONAI backbone built from plans, no deep
+supervision and AdamW with warm-up + poly; ``trainers/unet.py`` keeps nnU-Net's own U-Net and SGD. Concrete
+trainers only say which backbone and which schedule."""
 from __future__ import annotations
 
 import logging
@@ -79,49 +81,23 @@ def route_pretrained_weights(trainer: "nnUNetTrainer_TransformerBase") -> None:
     run_training.load_pretrained_weights = load_pretrained_weights
 
 
-class nnUNetTrainer_TransformerBase(LabelHealthMixin, nnUNetTrainer):
-    """Abstract: subclasses set ``arch``. Do not use directly with ``-tr``. Every run warns in its log when a label
-    is dying early and writes ``label_check.json`` after the final validation (:mod:`hippo_peft.nnunet.label_health`)."""
+class nnUNetTrainer_HippoBase(LabelHealthMixin, nnUNetTrainer):
+    """Abstract: what every hippo_peft trainer shares, whatever its network: the schedule presets, the tolerant
+    pre-trained loader with the head rules (``-pretrained_weights``), the dying-label warning and
+    ``label_check.json`` (:mod:`hippo_peft.nnunet.label_health`), the early refusal of folds nnU-Net cannot make."""
 
-    arch: str | None = None
-    default_preset = "paper"  # used when the plans are nnU-Net's own (nnUNetPlans, ResEnc, ...)
     schedule = Schedule()
-    initial_lr_default = 1e-4
-    weight_decay_default = 1e-5
-    warmup_fraction = 0.05  # of the epochs
     head_init = "source"  # -pretrained_weights: the head from the source's by the head rules; "fresh": never (set it
     # in a subclass for a full-length run with a fresh head; the budget trainers have _freshhead)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        if self.arch is None:
-            raise TypeError(f"{type(self).__name__} is abstract; use nnUNetTrainer_UNETR or nnUNetTrainer_SwinUNETR.")
-        plans = adapt_plans_for_trainer(plans, configuration, self.arch, self.default_preset)
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.enable_deep_supervision = False  # MONAI networks have one output
-        self.initial_lr = self.initial_lr_default
-        self.weight_decay = self.weight_decay_default
         s = self.schedule
         self.num_epochs = s.num_epochs or self.num_epochs
         self.num_iterations_per_epoch = s.iterations_per_epoch or self.num_iterations_per_epoch
         self.num_val_iterations_per_epoch = s.val_iterations_per_epoch or self.num_val_iterations_per_epoch
         self.save_every = s.save_every or self.save_every
-        info = self.configuration_manager.configuration.get("hippo_peft", {})
-        self.print_to_log_file(f"hippo_peft: {self.configuration_manager.network_arch_class_name} preset "
-                               f"'{info.get('preset')}', patch size {self.configuration_manager.patch_size}"
-                               + (f" (adapted from {info['adapted_from']} plans)" if info.get("adapted_from") else ""))
-
-    @staticmethod
-    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
-                                   num_input_channels: int, num_output_channels: int,
-                                   enable_deep_supervision: bool = True) -> nn.Module:
-        # Fully determined by the plans (nnUNetv2_predict calls this on the class and loads weights strictly).
-        return build_network(configuration_manager.network_arch_class_name,
-                             configuration_manager.network_arch_init_kwargs, configuration_manager.patch_size,
-                             num_input_channels, num_output_channels)
-
-    def set_deep_supervision_enabled(self, enabled: bool):
-        pass  # nnU-Net calls this unconditionally and assumes a `.decoder`; MONAI networks have no such switch
 
     @property
     def plain_network(self) -> nn.Module:
@@ -131,22 +107,6 @@ class nnUNetTrainer_TransformerBase(LabelHealthMixin, nnUNetTrainer):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.network.parameters() if p.requires_grad]
-
-    def parameter_groups(self) -> list[dict]:
-        """AdamW parameter groups, each with its own ``lr`` and ``weight_decay`` (and a ``name`` for the log).
-        Full training: one group of every trainable tensor."""
-        return [{"name": "all", "params": self.trainable_parameters(), "lr": self.initial_lr,
-                 "weight_decay": self.weight_decay}]
-
-    def configure_optimizers(self):
-        groups = [g for g in self.parameter_groups() if g["params"]]
-        optimizer = torch.optim.AdamW(groups, lr=self.initial_lr, weight_decay=self.weight_decay)
-        self.print_to_log_file("hippo_peft optimizer groups: " + "; ".join(
-            f"{g['name']}: {sum(p.numel() for p in g['params']):,} parameters, lr {g['lr']:g}, weight decay "
-            f"{g['weight_decay']:g}" for g in groups))
-        warmup = int(round(self.warmup_fraction * self.num_epochs))
-        # warm-up + poly on every group, each from its own start rate
-        return optimizer, WarmupPolyLRScheduler(optimizer, groups[0]["lr"], self.num_epochs, warmup)
 
     def initialize(self):
         super().initialize()
@@ -196,3 +156,57 @@ class nnUNetTrainer_TransformerBase(LabelHealthMixin, nnUNetTrainer):
                     f"{join(self.preprocessed_dataset_folder_base, 'splits_final.json')} "
                     f"(a list of {{'train': [...], 'val': [...]}}, one entry per fold).")
         return super().do_split()
+
+
+class nnUNetTrainer_TransformerBase(nnUNetTrainer_HippoBase):
+    """Abstract: subclasses set ``arch``. Do not use directly with ``-tr``. A MONAI backbone built from the plans
+    (adapted to it), no deep supervision, AdamW with warm-up + poly."""
+
+    arch: str | None = None
+    default_preset = "paper"  # used when the plans are nnU-Net's own (nnUNetPlans, ResEnc, ...)
+    initial_lr_default = 1e-4
+    weight_decay_default = 1e-5
+    warmup_fraction = 0.05  # of the epochs
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        if self.arch is None:
+            raise TypeError(f"{type(self).__name__} is abstract; use nnUNetTrainer_UNETR or nnUNetTrainer_SwinUNETR.")
+        plans = adapt_plans_for_trainer(plans, configuration, self.arch, self.default_preset)
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False  # MONAI networks have one output
+        self.initial_lr = self.initial_lr_default
+        self.weight_decay = self.weight_decay_default
+        info = self.configuration_manager.configuration.get("hippo_peft", {})
+        self.print_to_log_file(f"hippo_peft: {self.configuration_manager.network_arch_class_name} preset "
+                               f"'{info.get('preset')}', patch size {self.configuration_manager.patch_size}"
+                               + (f" (adapted from {info['adapted_from']} plans)" if info.get("adapted_from") else ""))
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        # Fully determined by the plans (nnUNetv2_predict calls this on the class and loads weights strictly).
+        return build_network(configuration_manager.network_arch_class_name,
+                             configuration_manager.network_arch_init_kwargs, configuration_manager.patch_size,
+                             num_input_channels, num_output_channels)
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        pass  # nnU-Net calls this unconditionally and assumes a `.decoder`; MONAI networks have no such switch
+
+    def parameter_groups(self) -> list[dict]:
+        """AdamW parameter groups, each with its own ``lr`` and ``weight_decay`` (and a ``name`` for the log).
+        Full training: one group of every trainable tensor."""
+        return [{"name": "all", "params": self.trainable_parameters(), "lr": self.initial_lr,
+                 "weight_decay": self.weight_decay}]
+
+    def configure_optimizers(self):
+        groups = [g for g in self.parameter_groups() if g["params"]]
+        optimizer = torch.optim.AdamW(groups, lr=self.initial_lr, weight_decay=self.weight_decay)
+        self.print_to_log_file("hippo_peft optimizer groups: " + "; ".join(
+            f"{g['name']}: {sum(p.numel() for p in g['params']):,} parameters, lr {g['lr']:g}, weight decay "
+            f"{g['weight_decay']:g}" for g in groups))
+        warmup = int(round(self.warmup_fraction * self.num_epochs))
+        # warm-up + poly on every group, each from its own start rate
+        return optimizer, WarmupPolyLRScheduler(optimizer, groups[0]["lr"], self.num_epochs, warmup)
+

@@ -1,0 +1,186 @@
+"""The trainers that adapt nnU-Net's own U-Nets, in process (no data, no training): built from nnU-Net's plans as
+nnU-Net plans them, the optimizer nnU-Net's (SGD, Nesterov, momentum 0.99) with an adapter group, what trains per
+setting, the adapter decomposed from ``-pretrained_weights`` with the head rules on every deep-supervision output,
+and plans of another network refused at once."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from hippo_peft import adapters as A
+from hippo_peft import trainers
+from hippo_peft.errors import RefusedError
+from tests.conftest import minimal_plans
+
+UNET_METHODS = [s for s in A.method_specs() if s.conv_layer is not None or s.name in ("headonly", "decoderonly")]
+
+
+def unet_plans(network: str = "PlainConvUNet") -> tuple[dict, dict]:
+    """Plans of a 3-stage U-Net in the form nnU-Net's planner writes them (class path, arch_kwargs, imports)."""
+    plans, dataset_json = minimal_plans("unet", None, [16, 16, 16])
+    kw = {"n_stages": 3, "features_per_stage": [8, 16, 32], "conv_op": "torch.nn.modules.conv.Conv3d",
+          "kernel_sizes": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+          "n_conv_per_stage_decoder": [1, 1], "conv_bias": True,
+          "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+          "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+          "nonlin_kwargs": {"inplace": True}}
+    kw["n_conv_per_stage" if network == "PlainConvUNet" else "n_blocks_per_stage"] = [2, 2, 2]
+    config = plans["configurations"]["3d_fullres"]
+    config["architecture"] = {"network_class_name": f"dynamic_network_architectures.architectures.unet.{network}",
+                              "arch_kwargs": kw, "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
+    config["pool_op_kernel_sizes"] = [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
+    config["conv_kernel_sizes"] = [[3, 3, 3]] * 3
+    return plans, dataset_json
+
+
+@pytest.fixture
+def nnunet_folders(tmp_path, monkeypatch):
+    """nnU-Net's folders (read from the environment when used) in tmp_path, and the file initialize() reads the data
+    format from."""
+    for var, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "pre"), ("nnUNet_results", "results")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    data = tmp_path / "pre" / "Dataset999_Test" / "nnUNetPlans_3d_fullres"
+    data.mkdir(parents=True)
+    (data / "case_000.b2nd").write_bytes(b"")
+    return tmp_path
+
+
+def make_trainer(cls, network: str = "PlainConvUNet", dataset_json: dict | None = None):
+    plans, dj = unet_plans(network)
+    plans["continue_training"] = False  # what nnUNetv2_train adds
+    trainer = cls(plans, "3d_fullres", "all", dataset_json or dj, torch.device("cpu"))
+    trainer.initialize()
+    return trainer
+
+
+SETTINGS = [(s, False) for s in UNET_METHODS] + [(s, True) for s in UNET_METHODS if not s.baseline]
+
+
+@pytest.mark.parametrize("spec,strict", SETTINGS, ids=lambda v: getattr(v, "name", "strict" if v else "papers"))
+def test_unet_trainers_adapt_the_planned_network_with_nnunets_optimizer(spec, strict, nnunet_folders):
+    name = f"nnUNetTrainer_UNet_{spec.trainer_suffix}{'_Strict' if strict else ''}_smoke"
+    trainer = make_trainer(getattr(trainers, name))
+    net = trainer.plain_network
+    assert type(net).__name__ == "PlainConvUNet" and trainer.enable_deep_supervision
+    optimizer = trainer.optimizer
+    assert isinstance(optimizer, torch.optim.SGD)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert all(g["momentum"] == 0.99 and g["nesterov"] for g in groups.values())
+    assert groups["decoder+head"]["lr"] == pytest.approx(1e-2) and groups["decoder+head"]["weight_decay"] == 3e-5
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    adapter_names = {t for m in net.modules() for t in getattr(m, "trainable_names", ())}
+    in_adapter = {n for n in trainable if n.rsplit(".", 1)[-1] in adapter_names or ".serial." in n}
+    outside = trainable - in_adapter
+    if spec.baseline:
+        assert not in_adapter and "adapter" not in groups
+    else:
+        assert in_adapter and all(n.startswith("encoder.") for n in in_adapter)
+        assert {id(p) for p in groups["adapter"]["params"]} == {id(p) for n, p in net.named_parameters()
+                                                                 if n in in_adapter}
+        # every encoder conv is adapted: no plain Conv3d left in the encoder, none run stale
+        assert not [n for n, m in net.encoder.named_modules() if type(m) is nn.Conv3d]
+    head_only = strict or spec.name == "headonly"
+    decoder = ("decoder.seg_layers.",) if head_only else ("decoder.stages.", "decoder.transpconvs.",
+                                                          "decoder.seg_layers.")
+    assert outside == {n for n, _ in net.named_parameters() if n.startswith(decoder)}
+    assert not any(n.startswith("encoder.") for n in outside), "the encoder's norms stay frozen"
+
+
+def test_pretrained_weights_decompose_the_source_and_map_the_head_on_every_output(nnunet_folders):
+    """A one-class nnU-Net source (whole hippocampus): the adapted network starts at the source's encoder and decoder,
+    and on every deep-supervision output the two target classes together keep the source's probability."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    trainer = make_trainer(trainers.nnUNetTrainer_UNet_LoRAPT_smoke)
+    torch.manual_seed(5)
+    source = nnUNetTrainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1, 2, True)
+    plans, dj = unet_plans()
+    init_args = {"plans": plans, "configuration": "3d_fullres", "fold": 0,
+                 "dataset_json": dict(dj, labels={"background": 0, "hippocampus": 1})}
+    path = nnunet_folders / "source.pth"
+    torch.save({"network_weights": source.state_dict(), "trainer_name": "nnUNetTrainer", "init_args": init_args}, path)
+    report = trainer.load_pretrained_weights(str(path))
+    assert any("one foreground class 'hippocampus'" in line for line in report.to_dict()["head"])
+    net = trainer.plain_network.eval()
+    source.eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        outs, refs = net(x), source(x)
+    assert len(outs) == len(refs) == 2
+    for out, ref in zip(outs, refs):
+        p, q = out.softmax(1), ref.softmax(1)
+        assert torch.allclose(p[:, 0], q[:, 0], atol=1e-5) and torch.allclose(p[:, 1:].sum(1), q[:, 1], atol=1e-5)
+    for name, conv in source.encoder.named_modules():
+        if type(conv) is nn.Conv3d:
+            adapted = net.encoder.get_submodule(name)
+            assert torch.allclose(adapted.kernel(), conv.weight, atol=1e-5), name
+
+
+def test_residual_encoder_plans_work_and_other_networks_are_refused(nnunet_folders):
+    trainer = make_trainer(trainers.nnUNetTrainer_UNet_HyPS_smoke, network="ResidualEncoderUNet")
+    assert type(trainer.plain_network).__name__ == "ResidualEncoderUNet"
+    assert A.trainable_report(trainer.plain_network).trainable > 0
+    plans, dj = minimal_plans("unetr", "tiny", [32, 32, 32])  # a MONAI UNETR in the plans
+    plans["continue_training"] = False
+    with pytest.raises(RefusedError, match="adapts nnU-Net's own conv U-Nets .* builds monai.networks.nets.UNETR"):
+        trainers.nnUNetTrainer_UNet_LoRAPT(copy.deepcopy(plans), "3d_fullres", "all", dj, torch.device("cpu"))
+
+
+@pytest.mark.e2e
+def test_unet_lorapt_through_nnunets_own_commands(hippocampus, nnunet_env, tmp_path):
+    """Stock nnUNetv2_plan_and_preprocess, then nnUNetv2_train -tr nnUNetTrainer_UNet_LoRAPT_smoke -pretrained_weights
+    with an nnU-Net checkpoint of the same plans, then nnUNetv2_predict -tr with the same name: the adapter is
+    decomposed from the source, frozen tensors stay the source's, the checkpoint records the adapter."""
+    import json
+
+    import numpy as np
+    import SimpleITK as sitk
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from tests.conftest import bin_path, link_cases, run, write_dataset_json
+    cases = sorted(p.name[: -len(".nii.gz")] for p in (hippocampus / "labelsTr").glob("*.nii.gz"))[:7]
+    raw = tmp_path / "nnUNet_raw" / "Dataset105_HippoUNet"
+    link_cases(hippocampus, raw, cases[:6], "Tr")
+    link_cases(hippocampus, raw, cases[6:], "Ts", labels_dir="labelsHeldOut")
+    write_dataset_json(raw, hippocampus, 6)
+    env, cwd = nnunet_env, tmp_path
+    run([bin_path("nnUNetv2_plan_and_preprocess"), "-d", "105", "-c", "3d_fullres", "-np", "1"],
+        dict(env, nnUNet_n_proc_DA="1"), cwd)
+    pre = tmp_path / "nnUNet_preprocessed" / raw.name
+    plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    dataset_json = json.loads((pre / "dataset.json").read_text())
+    pm = PlansManager(plans)
+    torch.manual_seed(0)
+    source = nnUNetTrainer.build_network_architecture(pm, pm.get_configuration("3d_fullres"), 1, 3, True)
+    src = {k: v.clone() for k, v in source.state_dict().items()}
+    source_file = tmp_path / "source.pth"
+    torch.save({"network_weights": src, "trainer_name": "nnUNetTrainer", "init_args": {
+        "plans": plans, "configuration": "3d_fullres", "fold": 0, "dataset_json": dataset_json}}, source_file)
+    trainer = "nnUNetTrainer_UNet_LoRAPT_smoke"
+    run([bin_path("nnUNetv2_train"), "105", "3d_fullres", "all", "-tr", trainer, "-device", "cpu",
+         "-pretrained_weights", str(source_file)], env, cwd)
+    fold = tmp_path / "nnUNet_results" / raw.name / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_all"
+    log = next(fold.glob("training_log*.txt")).read_text()
+    assert "lorapt decomposed from the pre-trained weights" in log and "SGD, Nesterov, momentum 0.99" in log
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["hippo_peft_adapter"]["config"] == {"method": "lorapt", "rank": 1, "targets": "all",
+                                                          "train_extra": "decoder_head"}
+    net = checkpoint["network_weights"]
+    norm = "encoder.stages.0.0.convs.0.norm.weight"
+    assert torch.equal(net[norm], src[norm]), "the encoder's norms stay the source's"
+    # the full-resolution output (nnU-Net's deep-supervision loss gives the lowest one weight 0)
+    last = max(int(k.split(".")[2]) for k in src if k.startswith("decoder.seg_layers."))
+    assert not torch.equal(net[f"decoder.seg_layers.{last}.weight"], src[f"decoder.seg_layers.{last}.weight"])
+    first = "encoder.stages.0.0.convs.0.conv"
+    u, s, v = (net[f"{first}.{t}"] for t in ("U", "S", "V"))
+    from hippo_peft.adapters.tsvd import t_product_nd
+    kernel = net[f"{first}.weight"].reshape(src[f"{first}.weight"].shape) + t_product_nd(u, s, v)
+    # residual + principal: the source's kernel moved by a few small steps (random weights would be off by ~100 %)
+    assert 0 < float((kernel - src[f"{first}.weight"]).norm() / src[f"{first}.weight"].norm()) < 0.25
+    pred = tmp_path / "pred"
+    run([bin_path("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", "105", "-c",
+         "3d_fullres", "-tr", trainer, "-f", "all", "-device", "cpu", "-npp", "1", "-nps", "1"], env, cwd)
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(pred / f"{cases[6]}.nii.gz")))
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "labelsHeldOut" / f"{cases[6]}.nii.gz")))
+    assert seg.shape == ref.shape and set(np.unique(seg)) <= {0, 1, 2}
