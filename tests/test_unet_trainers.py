@@ -126,6 +126,64 @@ def test_residual_encoder_plans_work_and_other_networks_are_refused(nnunet_folde
         trainers.nnUNetTrainer_UNet_LoRAPT(copy.deepcopy(plans), "3d_fullres", "all", dj, torch.device("cpu"))
 
 
+
+def _source_checkpoint(trainer, folder, n_out: int = 3, seed: int = 5):
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    torch.manual_seed(seed)
+    source = nnUNetTrainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1, n_out,
+                                                      False)
+    path = folder / "source.pth"
+    torch.save({"network_weights": source.state_dict(), "trainer_name": "nnUNetTrainer", "init_args": {
+        "plans": trainer.plans_manager.plans, "configuration": "3d_fullres", "fold": 0,
+        "dataset_json": trainer.dataset_json}}, path)
+    return source, path
+
+
+@pytest.mark.parametrize("method", ["LoRAPT", "PDoRA"])
+def test_unet_adapter_files_and_merge_into_nnunets_own_trainer(method, nnunet_folders):
+    """export-adapter / apply-adapter reproduce the trained U-Net; merge writes a model folder of nnU-Net's own
+    nnUNetTrainer with nnU-Net's keys and the adapted network's outputs."""
+    import json
+
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from hippo_peft.nnunet.adapter_files import apply_adapter, export_adapter, merge_model
+    from hippo_peft.nnunet.plans import network_io
+    trainer = make_trainer(getattr(trainers, f"nnUNetTrainer_UNet_{method}_smoke"))
+    _, source_file = _source_checkpoint(trainer, nnunet_folders)
+    trainer.load_pretrained_weights(str(source_file))
+    net = trainer.plain_network
+    with torch.no_grad():  # as if trained: adapter and decoder away from their start
+        for p in A.trainable_parameters(net):
+            p.add_(0.05 * torch.randn_like(p))
+    model_dir = nnunet_folders / "model"
+    (model_dir / "fold_all").mkdir(parents=True)
+    (model_dir / "plans.json").write_text(json.dumps(trainer.plans_manager.plans))
+    (model_dir / "dataset.json").write_text(json.dumps(trainer.dataset_json))
+    trainer.save_checkpoint(str(model_dir / "fold_all" / "checkpoint_final.pth"))
+    x = torch.randn(1, 1, 16, 16, 16)
+    net.eval().decoder.deep_supervision = False
+    with torch.no_grad():
+        expected = net(x)
+
+    meta = export_adapter(model_dir / "fold_all", nnunet_folders / "adapter")
+    assert meta["arch"] == "unet" and meta["trainer"] == f"nnUNetTrainer_UNet_{method}_smoke"
+    applied = apply_adapter(nnunet_folders / "adapter", source_file, model_dir / "plans.json", nnunet_folders / "app")
+    merged_dir = merge_model(model_dir, nnunet_folders / "merged")
+    pm, cm, n_in, n_out = network_io(trainer.plans_manager.plans, trainer.dataset_json, "3d_fullres")
+    for path, trainer_name in ((applied, f"nnUNetTrainer_UNet_{method}_smoke"),
+                               (merged_dir / "fold_all" / "checkpoint_final.pth", "nnUNetTrainer")):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        assert checkpoint["trainer_name"] == trainer_name
+        cls = nnUNetTrainer if trainer_name == "nnUNetTrainer" else getattr(trainers, trainer_name)
+        rebuilt = cls.build_network_architecture(pm, cm, n_in, n_out, False)
+        rebuilt.load_state_dict(checkpoint["network_weights"])  # strict, as nnU-Net's predictor loads
+        with torch.no_grad():
+            assert torch.allclose(rebuilt.eval()(x), expected, atol=1e-4), trainer_name
+    plain_keys = set(nnUNetTrainer.build_network_architecture(pm, cm, n_in, n_out, False).state_dict())
+    merged = torch.load(merged_dir / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert set(merged["network_weights"]) == plain_keys
+
 @pytest.mark.e2e
 def test_unet_lorapt_through_nnunets_own_commands(hippocampus, nnunet_env, tmp_path):
     """Stock nnUNetv2_plan_and_preprocess, then nnUNetv2_train -tr nnUNetTrainer_UNet_LoRAPT_smoke -pretrained_weights
@@ -184,3 +242,12 @@ def test_unet_lorapt_through_nnunets_own_commands(hippocampus, nnunet_env, tmp_p
     seg = sitk.GetArrayFromImage(sitk.ReadImage(str(pred / f"{cases[6]}.nii.gz")))
     ref = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "labelsHeldOut" / f"{cases[6]}.nii.gz")))
     assert seg.shape == ref.shape and set(np.unique(seg)) <= {0, 1, 2}
+    # merged into nnU-Net's own trainer: stock nnU-Net predicts the same segmentation
+    merged = tmp_path / "merged"
+    run([bin_path("hippo-peft"), "merge", str(fold.parent), "-o", str(merged)], env, cwd)
+    assert torch.load(merged / "fold_all" / "checkpoint_final.pth", map_location="cpu",
+                      weights_only=False)["trainer_name"] == "nnUNetTrainer"
+    pred_merged = tmp_path / "pred_merged"
+    run([bin_path("nnUNetv2_predict_from_modelfolder"), "-i", str(raw / "imagesTs"), "-o", str(pred_merged), "-m",
+         str(merged), "-f", "all", "-device", "cpu", "-npp", "1", "-nps", "1"], env, cwd)
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(pred_merged / f"{cases[6]}.nii.gz"))), seg)

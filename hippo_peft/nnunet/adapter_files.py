@@ -6,8 +6,9 @@ trainer, backbone, preset, network arguments, patch size, channel and class coun
 the frozen base weights the adapter was decomposed from). Applying it to other base weights is refused.
 
 Models we write are nnU-Net model folders (``plans.json``, ``dataset.json``, ``fold_*/checkpoint_final.pth``) that
-``nnUNetv2_predict_from_modelfolder -m FOLDER`` runs; a merged one names the base trainer (``nnUNetTrainer_UNETR``)
-and has the base network's keys, so it predicts at the base network's speed.
+``nnUNetv2_predict_from_modelfolder -m FOLDER`` runs; a merged one names the base trainer (``nnUNetTrainer_UNETR``;
+nnU-Net's own ``nnUNetTrainer`` for an adapted U-Net) and has the base network's keys, so it predicts at the base
+network's speed.
 """
 from __future__ import annotations
 
@@ -29,6 +30,34 @@ from hippo_peft.nnunet.plans import network_io
 logger = logging.getLogger(__name__)
 
 ADAPTER_FILE, CONFIG_FILE = "adapter.safetensors", "adapter_config.json"
+UNET = "unet"  # the adapter file's "arch" for nnU-Net's own U-Nets (PlainConvUNet, ResidualEncoderUNet)
+
+
+def _arch_name(network_class_name: str) -> str:
+    from hippo_peft.trainers.unet import UNET_NETWORKS
+    if network_class_name.rsplit(".", 1)[-1] in UNET_NETWORKS:
+        return UNET
+    spec = arch_for_class_name(network_class_name)
+    if spec is None:
+        raise InputError(f"{network_class_name} is neither a hippo_peft network nor one of nnU-Net's conv U-Nets.")
+    return spec.name
+
+
+def _merged_trainer(arch: str) -> str:
+    """The plain trainer a merged model names: the backbone's own, nnU-Net's for its U-Nets."""
+    from hippo_peft.networks import get_arch
+    return "nnUNetTrainer" if arch == UNET else get_arch(arch).trainer
+
+
+def _base_network(plans_file: Path, configuration: str, arch: str) -> tuple[nn.Module, int]:
+    """The plain network the plans describe (randomly initialised) and its input channels."""
+    if arch != UNET:
+        from hippo_peft.nnunet.import_weights import network_from_plans
+        return network_from_plans(plans_file, configuration)
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    dataset_json = json.loads((plans_file.parent / "dataset.json").read_text())
+    pm, cm, n_in, n_out = network_io(plans_file, dataset_json, configuration)
+    return nnUNetTrainer.build_network_architecture(pm, cm, n_in, n_out, False), n_in
 
 
 class AdapterMismatchError(HippoPeftError, ValueError):
@@ -73,9 +102,10 @@ def load_trained(fold_dir: Path):
                          f"writes it (missing {', '.join(missing) or 'init_args.configuration'}).")
     name = checkpoint.get("trainer_name")
     trainer = getattr(trainers, name, None) if name else None
-    if trainer is None or not issubclass(trainer, trainers.nnUNetTrainer_AdapterBase):
+    if trainer is None or not issubclass(trainer, trainers.AdapterMixin):
         raise InputError(f"{fold_dir} was trained with {name}, not a hippo_peft adapter trainer "
-                         f"(nnUNetTrainer_UNETR_LoRAPT, ...); there is no adapter to export or merge.")
+                         f"(nnUNetTrainer_UNETR_LoRAPT, nnUNetTrainer_UNet_LoRAPT, ...); there is no adapter to "
+                         f"export or merge.")
     recorded = checkpoint.get(CHECKPOINT_KEY, {}).get("config")
     if recorded is not None and _readable_config(recorded) != trainer.adapter_config().to_dict():
         raise AdapterMismatchError(f"{fold_dir} was trained with adapter {recorded}, but {name} uses "
@@ -120,7 +150,7 @@ def _check_setting(path: Path, meta: dict) -> None:
     config = _readable_config(meta["config"])
     recorded_cls = getattr(trainers, meta["trainer"], None)
     uses = (recorded_cls.adapter_config().to_dict() if recorded_cls is not None
-            and issubclass(recorded_cls, trainers.nnUNetTrainer_AdapterBase) else None)
+            and issubclass(recorded_cls, trainers.AdapterMixin) else None)
     if config is None or (recorded_cls is not None and config != uses):
         what = "one this hippo_peft reads" if config is None else f"what its trainer {meta['trainer']} trains"
         raise AdapterMismatchError(f"{path}: adapter config {meta['config']} is not {what} (edited, or from another "
@@ -140,7 +170,7 @@ def export_adapter(fold_dir: str | Path, output: str | Path, overwrite: bool = F
     record = checkpoint.get(CHECKPOINT_KEY, {})
     configuration = checkpoint["init_args"]["configuration"]
     config = plans["configurations"][configuration]
-    arch = arch_for_class_name(config["architecture"]["network_class_name"])
+    arch = _arch_name(config["architecture"]["network_class_name"])
     state = adapters.adapter_state_dict(net)
     with atomic_dir(output, overwrite) as tmp:  # a killed export leaves no folder a later run would accept
         meta = _write_adapter(tmp, state, trainer, config, configuration, arch, record, net, fold_dir)
@@ -151,13 +181,13 @@ def export_adapter(fold_dir: str | Path, output: str | Path, overwrite: bool = F
     return meta
 
 
-def _write_adapter(output: Path, state: dict, trainer, config: dict, configuration: str, arch, record: dict,
+def _write_adapter(output: Path, state: dict, trainer, config: dict, configuration: str, arch: str, record: dict,
                    net: nn.Module, fold_dir: Path) -> dict:
     from safetensors.torch import save_file
     save_file(state, str(output / ADAPTER_FILE), metadata={"format": "hippo_peft-adapter", "method": trainer.method})
     meta = {
         "method": trainer.method, "config": trainer.adapter_config().to_dict(), "trainer": trainer.__name__,
-        "arch": arch.name, "preset": config.get("hippo_peft", {}).get("preset"),
+        "arch": arch, "preset": config.get("hippo_peft", {}).get("preset"),
         "network_class_name": config["architecture"]["network_class_name"],
         "arch_kwargs": config["architecture"]["arch_kwargs"], "patch_size": config["patch_size"],
         "configuration": configuration, "base_fingerprint": record.get("base_fingerprint"),
@@ -188,7 +218,6 @@ def apply_adapter(adapter_dir: str | Path, base_weights: str | Path, plans_file:
                   merge: bool = False, overwrite: bool = False, trust_pickle: bool = False) -> Path:
     """Base weights + adapter file -> an nnU-Net model folder (adapted, or merged into the base network);
     ``trust_pickle``: the base checkpoint may be unpickled without the allow-list (see hippo_peft.safe_load)."""
-    from hippo_peft.nnunet.import_weights import network_from_plans
     from hippo_peft.nnunet.weights import read_state_dict, transfer_weights
     adapter_dir, output, plans_file = Path(adapter_dir), Path(output), Path(plans_file)
     if not (adapter_dir / CONFIG_FILE).is_file() or not (adapter_dir / ADAPTER_FILE).is_file():
@@ -207,7 +236,7 @@ def apply_adapter(adapter_dir: str | Path, base_weights: str | Path, plans_file:
             f"{plans_file} describes {planned[0]} {planned[1]} at patch {planned[2]}, the adapter was trained on "
             f"{meta['network_class_name']} {meta['arch_kwargs']} at patch {meta['patch_size']}. Use the plans of the "
             f"adapter's training (its model folder's plans.json). Nothing was written.")
-    net, in_channels = network_from_plans(plans_file, configuration)
+    net, in_channels = _base_network(plans_file, configuration, meta["arch"])
     transfer_weights(net, read_state_dict(base_weights, trust_pickle), in_channels)
     config_obj = adapters.config_from_dict(meta["config"])
     fingerprint = adapters.base_fingerprint(net, config_obj)
@@ -237,13 +266,12 @@ def apply_adapter(adapter_dir: str | Path, base_weights: str | Path, plans_file:
 
 
 def _merge_or_refuse(net: nn.Module, method: str, arch: str) -> str:
-    from hippo_peft.networks import get_arch
     if method == "hyps":
         raise InputError("HyPS cannot be merged into the base network: its serial adapters are non-linear (ReLU) and "
                          "have no equivalent linear weight. Predict with the HyPS trainer itself "
                          "(nnUNetv2_predict ... -tr nnUNetTrainer_<backbone>_HyPS). Nothing was written.")
     adapters.merge(net)
-    return get_arch(arch).trainer
+    return _merged_trainer(arch)
 
 
 def merge_model(model_dir: str | Path, output: str | Path, folds=None, overwrite: bool = False) -> Path:
@@ -253,7 +281,9 @@ def merge_model(model_dir: str | Path, output: str | Path, folds=None, overwrite
     with atomic_dir(output, overwrite) as tmp:  # all folds or none; an existing folder is replaced whole
         for fold_dir in _fold_dirs(model_dir, folds):
             net, checkpoint, plans, dataset_json, trainer = load_trained(fold_dir)
-            base_trainer = _merge_or_refuse(net, trainer.method, trainer.arch)
+            arch = _arch_name(plans["configurations"][checkpoint["init_args"]["configuration"]]["architecture"][
+                "network_class_name"])
+            base_trainer = _merge_or_refuse(net, trainer.method, arch)
             fold = fold_dir.name[len("fold_"):]
             _write_model_folder(tmp, net, base_trainer, plans, dataset_json, checkpoint["init_args"]["configuration"],
                                 {"hippo_peft_merged_from": trainer.__name__,
