@@ -24,29 +24,37 @@ def class_statements() -> dict[str, str]:
     return found
 
 
-@pytest.mark.parametrize("arch", BACKBONES)
-@pytest.mark.parametrize("spec", A.method_specs(), ids=lambda s: s.name)
-def test_every_registered_method_has_its_classes(spec, arch):
+def written_out_classes(spec, backbone: str, base: str):
+    """Every class name of ``spec``'s trainers on ``backbone`` (settings x schedules) is a class statement in
+    trainers/nnUNetTrainer_<backbone>.py, exported, with the setting and schedule its name says; yields the classes
+    with their setting's ``train_extra`` (None for a baseline)."""
     statements = class_statements()
-    core = f"nnUNetTrainer_{BACKBONES[arch]}_{spec.trainer_suffix}"
+    core = f"nnUNetTrainer_{backbone}_{spec.trainer_suffix}"
     settings = {core: "decoder_head" if not spec.baseline else None}
     if not spec.baseline:
         settings[core + "_Strict"] = "head"
     for name, train_extra in settings.items():
         for suffix, schedule in SCHEDULES.items():
             full = name + suffix
-            assert statements.get(full) == f"nnUNetTrainer_{BACKBONES[arch]}.py", (
-                f"{full} is not a class statement in trainers/nnUNetTrainer_{BACKBONES[arch]}.py; add\n\n"
-                f"class {full}({name if suffix else f'nnUNetTrainer_{BACKBONES[arch]}_Adapter'}):")
+            assert statements.get(full) == f"nnUNetTrainer_{backbone}.py", (
+                f"{full} is not a class statement in trainers/nnUNetTrainer_{backbone}.py; add\n\n"
+                f"class {full}({name if suffix else base}):")
             cls = getattr(trainers, full)
-            assert full in trainers.__all__ and cls.arch == arch and cls.method == spec.name
-            assert cls.core_name() == name
+            assert full in trainers.__all__ and cls.method == spec.name and cls.core_name() == name
             config = cls.adapter_config()
             assert type(config) is spec.config
             if train_extra:
                 assert config.train_extra == train_extra
             if schedule:
                 assert cls.schedule == getattr(trainers.base, schedule)
+            yield cls, train_extra
+
+
+@pytest.mark.parametrize("arch", BACKBONES)
+@pytest.mark.parametrize("spec", A.method_specs(), ids=lambda s: s.name)
+def test_every_registered_method_has_its_classes(spec, arch):
+    for cls, _ in written_out_classes(spec, BACKBONES[arch], f"nnUNetTrainer_{BACKBONES[arch]}_Adapter"):
+        assert cls.arch == arch
 
 
 UNET_SPECS = [s for s in A.method_specs() if s.conv_layer is not None or s.name in ("headonly", "decoderonly")]
@@ -56,25 +64,9 @@ UNET_SPECS = [s for s in A.method_specs() if s.conv_layer is not None or s.name 
 def test_every_method_with_a_conv_layer_has_its_unet_classes(spec):
     """nnU-Net's U-Nets: every method with a conv layer (and the head-only / decoder-only controls) has its
     written-out classes in trainers/nnUNetTrainer_UNet.py, with every encoder conv as targets."""
-    statements = class_statements()
-    core = f"nnUNetTrainer_UNet_{spec.trainer_suffix}"
-    settings = {core: "decoder_head" if not spec.baseline else None}
-    if not spec.baseline:
-        settings[core + "_Strict"] = "head"
-    for name, train_extra in settings.items():
-        for suffix, schedule in SCHEDULES.items():
-            full = name + suffix
-            assert statements.get(full) == "nnUNetTrainer_UNet.py", (
-                f"{full} is not a class statement in trainers/nnUNetTrainer_UNet.py; add\n\n"
-                f"class {full}({name if suffix else 'nnUNetTrainer_UNetAdapterBase'}):")
-            cls = getattr(trainers, full)
-            assert full in trainers.__all__ and cls.method == spec.name and cls.core_name() == name
-            config = cls.adapter_config()
-            assert type(config) is spec.config
-            if train_extra:
-                assert config.train_extra == train_extra and config.targets == "all"
-            if schedule:
-                assert cls.schedule == getattr(trainers.base, schedule)
+    for cls, train_extra in written_out_classes(spec, "UNet", "nnUNetTrainer_UNetAdapterBase"):
+        if train_extra:
+            assert cls.adapter_config().targets == "all"
 
 
 def test_every_exported_trainer_is_a_class_statement():
