@@ -14,7 +14,7 @@ from hippo_peft.adapters.tsvd import t_product_nd, t_svd, t_svd_nd
 
 ADAPTERS = ("lorapt", "hyps", "pdora", "lora", "dora", "pissa")
 BASELINES = ("decoderonly", "headonly")
-NETS = ("plain", "resenc")
+NETS = ("plain", "resenc", "plain2d", "aniso")  # 3d, residual encoder, nnU-Net's 2d configuration, (1, 3, 3) kernels
 METHOD_KW = {"lora": dict(rank=2), "dora": dict(rank=2), "pissa": dict(rank=2), "pdora": dict(rank=2, targets="all"),
              "hyps": dict(rank=2, bottleneck=2), "lorapt": dict(rank=1), "headonly": {}, "decoderonly": {}}
 MATRIX = [(m, n) for n in NETS for m in ADAPTERS + BASELINES]
@@ -24,12 +24,15 @@ def tiny_unet(kind: str, seed: int = 0) -> nn.Module:
     """A 3-stage U-Net as nnU-Net builds it (instance norm with affine, leaky ReLU, deep supervision)."""
     from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
     torch.manual_seed(seed)
-    kw = dict(input_channels=1, n_stages=3, features_per_stage=[4, 8, 16], conv_op=nn.Conv3d, kernel_sizes=3,
-              strides=[1, 2, 2], num_classes=3, norm_op=nn.InstanceNorm3d, norm_op_kwargs={"affine": True},
+    two_d = kind == "plain2d"
+    kw = dict(input_channels=1, n_stages=3, features_per_stage=[4, 8, 16], conv_op=nn.Conv2d if two_d else nn.Conv3d,
+              kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]] if kind == "aniso" else 3,
+              strides=[1, 2, 2] if kind != "aniso" else [[1, 1, 1], [1, 2, 2], [2, 2, 2]], num_classes=3,
+              norm_op=nn.InstanceNorm2d if two_d else nn.InstanceNorm3d, norm_op_kwargs={"affine": True},
               nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=True)
-    if kind == "plain":
-        return PlainConvUNet(n_conv_per_stage=2, n_conv_per_stage_decoder=2, **kw)
-    return ResidualEncoderUNet(n_blocks_per_stage=[1, 2, 2], n_conv_per_stage_decoder=1, **kw)
+    if kind == "resenc":
+        return ResidualEncoderUNet(n_blocks_per_stage=[1, 2, 2], n_conv_per_stage_decoder=1, **kw)
+    return PlainConvUNet(n_conv_per_stage=2, n_conv_per_stage_decoder=2, **kw)
 
 
 def config_for(method: str, extra: str = "decoder_head") -> A.AdapterConfig:
@@ -39,9 +42,9 @@ def config_for(method: str, extra: str = "decoder_head") -> A.AdapterConfig:
     return A.make_config(method, **kw)
 
 
-def batch(n: int = 2, seed: int = 0):
+def batch(kind: str, n: int = 2, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 16, 16, 16, generator=g)
+    x = torch.randn(n, 1, *([16, 16] if kind == "plain2d" else [16, 16, 16]), generator=g)
     y = ((x > 0.5).long() + (x > 1.2).long())[:, 0]  # three classes the net can learn from the intensity
     return x, y
 
@@ -52,13 +55,13 @@ def outputs(net, x):
 
 
 def encoder_convs(net):
-    return [(n, m) for n, m in net.named_modules() if n.startswith("encoder.") and isinstance(m, nn.Conv3d)]
+    return [(n, m) for n, m in net.named_modules() if n.startswith("encoder.") and isinstance(m, (nn.Conv2d, nn.Conv3d))]
 
 
 @pytest.mark.parametrize("method,kind", MATRIX)
 def test_exact_start_and_merge_back_to_plain_convs(method, kind):
     net = tiny_unet(kind).eval()
-    x, _ = batch(1)
+    x, _ = batch(kind, 1)
     base_keys = set(net.state_dict())
     with torch.no_grad():
         y0 = outputs(net, x)
@@ -80,7 +83,7 @@ def test_exact_start_and_merge_back_to_plain_convs(method, kind):
         assert keys == base_keys
     for block in net.modules():  # merged: conv and the entry its forward runs are one plain conv again
         if hasattr(block, "all_modules") and hasattr(block, "conv"):
-            assert block.all_modules[0] is block.conv and isinstance(block.conv, nn.Conv3d)
+            assert block.all_modules[0] is block.conv and isinstance(block.conv, (nn.Conv2d, nn.Conv3d))
 
 
 @pytest.mark.parametrize("method,kind", [(m, n) for n in NETS for m in ADAPTERS])
@@ -92,8 +95,8 @@ def test_the_forward_runs_the_adapter_not_a_stale_conv(method, kind):
     assert blocks
     for block in blocks:
         assert block.all_modules[0] is block.conv, "conv and all_modules[0] must stay one module"
-        assert not isinstance(block.conv, nn.Conv3d), "an encoder conv was left unadapted"
-    x, _ = batch(1)
+        assert not isinstance(block.conv, (nn.Conv2d, nn.Conv3d)), "an encoder conv was left unadapted"
+    x, _ = batch(kind, 1)
     with torch.no_grad():
         y0 = outputs(net, x)
         layers = [m for m in net.modules() if getattr(m, "trainable_names", ())]
@@ -115,7 +118,7 @@ def test_gradients_reach_every_trainable_tensor_and_nothing_else_moves(method, k
               if n not in adapter_state}
     start = {n: p.detach().clone() for n, p in trainable.items()}
     optimizer = torch.optim.Adam(A.trainable_parameters(net), lr=1e-3)
-    x, y = batch()
+    x, y = batch(kind)
     got_grad = set()
     for _ in range(2):  # zero-initialised factors make their partners learn from step 2
         optimizer.zero_grad()
@@ -149,7 +152,7 @@ def closed_form_count(method: str, net: nn.Module) -> int:
     total = 0
     for _, conv in encoder_convs(net):
         out_c, in_c, *k = conv.weight.shape
-        taps = k[0] * k[1] * k[2]
+        taps = int(torch.tensor(k).prod())
         r = kw.get("rank", 0)
         if method == "lorapt":
             total += r * taps * (out_c + in_c + 1)
@@ -180,14 +183,15 @@ def test_lorapt_count_of_a_320_channel_conv_matches_the_method_notes():
 def test_bf16_autocast_forward_backward(method, kind):
     net = tiny_unet(kind).train()
     A.inject(net, config_for(method))
-    x, y = batch(1)
+    x, y = batch(kind, 1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = F.cross_entropy(net(x)[0].float(), y)
     loss.backward()
     assert torch.isfinite(loss)
+    full_res = f"decoder.seg_layers.{len(net.decoder.seg_layers) - 1}."
     for n, p in net.named_parameters():
-        if p.requires_grad and p.grad is not None:
-            assert p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), n
+        if p.requires_grad and not (n.startswith("decoder.seg_layers.") and not n.startswith(full_res)):
+            assert p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), n
 
 
 @pytest.mark.parametrize("method,kind", [(m, n) for n in NETS for m in ADAPTERS])
@@ -205,7 +209,7 @@ def test_adapter_state_round_trip_through_safetensors(method, kind, tmp_path):
     fresh.load_state_dict(base)
     A.inject(fresh, A.config_from_dict(config.to_dict()))
     A.load_adapter_state_dict(fresh, load_file(tmp_path / "adapter.safetensors"))
-    x, _ = batch(1)
+    x, _ = batch(kind, 1)
     with torch.no_grad():
         assert torch.equal(outputs(fresh, x), outputs(net, x))
 
@@ -309,3 +313,23 @@ def test_conv_lora_and_dora_match_hf_peft(method):
                           atol=1e-4)
     assert torch.allclose(ours.lora_B.grad, theirs.lora_B["default"].weight.grad.reshape(ours.lora_B.shape),
                           atol=1e-4)
+    if method == "dora":
+        assert torch.allclose(ours.magnitude.grad, theirs.lora_magnitude_vector["default"].weight.grad.reshape(-1),
+                              atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["lora", "pissa", "hyps"])
+def test_factored_training_forward_equals_the_merged_kernel(method):
+    """LoRA, PiSSA and HyPS train in HF peft's factored form and infer with the merged kernel: the same outputs."""
+    layer = A.get_method(method).conv_layer.from_conv(nn.Conv3d(3, 6, 3, stride=2, padding=1),
+                                                     A.make_config(method, rank=2))
+    with torch.no_grad():
+        for name in layer.trainable_names:
+            t = layer.get_parameter(name)
+            t.add_(0.1 * torch.randn_like(t))
+    layer.eval()  # HyPS: no calibration, no dropout
+    x = torch.randn(2, 3, 9, 9, 9)
+    factored = layer(x)
+    with torch.no_grad():
+        merged = layer(x)
+    assert factored.requires_grad and torch.allclose(factored, merged, atol=1e-5)

@@ -76,6 +76,7 @@ def test_unet_trainers_adapt_the_planned_network_with_nnunets_optimizer(spec, st
         assert not in_adapter and "adapter" not in groups
     else:
         assert in_adapter and all(n.startswith("encoder.") for n in in_adapter)
+        assert groups["adapter"]["lr"] == pytest.approx(1e-2) and groups["adapter"]["weight_decay"] == 3e-5
         assert {id(p) for p in groups["adapter"]["params"]} == {id(p) for n, p in net.named_parameters()
                                                                  if n in in_adapter}
         # every encoder conv is adapted: no plain Conv3d left in the encoder, none run stale

@@ -58,7 +58,7 @@ class _ToTrainerLog(logging.Handler):
             self.handleError(record)
 
 
-def route_pretrained_weights(trainer: "nnUNetTrainer_TransformerBase") -> None:
+def route_pretrained_weights(trainer: "nnUNetTrainer_HippoBase") -> None:
     """Send ``nnUNetv2_train -pretrained_weights`` for ``trainer``'s network to ``trainer.load_pretrained_weights``.
 
     nnU-Net's ``run_training`` calls its module function ``load_pretrained_weights(network, fname)`` right after

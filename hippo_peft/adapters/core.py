@@ -12,9 +12,10 @@ autocast off: nnU-Net trains under fp16 autocast on GPUs, and SVD has no half-pr
 
 Convolutions (nnU-Net's U-Nets) reuse every matrix method unchanged on the unfolded kernel
 ``W = K.reshape(C_out, C_in * k1 * k2 * k3)``: a method's conv layer is its linear layer plus :class:`ConvMixin`,
-which keeps the conv's geometry and applies the current kernel ``merged_weight().view(K.shape)`` as one conv. That
-is cheaper than peft's factored form (a k^3 conv to r channels, then a 1x1x1 conv) whenever a batch has more voxels
-than the kernel has output channels -- always, for a segmentation patch -- and exact by construction.
+which keeps the conv's geometry and applies the current kernel ``merged_weight().view(K.shape)`` as one conv.
+Methods whose update is a plain low-rank sum (LoRA, PiSSA, HyPS's branch) train with :class:`FactoredConvMixin`
+instead, as HF peft's conv LoRA: the frozen kernel's conv plus a k^3 conv to r channels and a 1x1x1 conv back, so
+that the backward pass computes no gradient of the full kernel (a full-size weight-gradient conv per layer).
 """
 from __future__ import annotations
 
@@ -166,6 +167,22 @@ class ConvMixin:
     def extra_repr(self) -> str:
         return f"{self.conv_type.__name__} kernel {self.kernel_shape}, stride {self.stride}, " \
                f"trains={self.trainable_names}"
+
+
+class FactoredConvMixin(ConvMixin):
+    """:class:`ConvMixin` for ``W + s B A`` layers (``weight``, ``lora_A``, ``lora_B``, ``scaling``): while the
+    factors train, ``conv(x, W) + s B(A(x))`` with ``A`` a conv C_in -> r of the kernel's geometry and ``B`` a 1x1x1
+    conv r -> C_out (no gradient of the full kernel); otherwise one conv with the merged kernel (inference)."""
+
+    def conv_forward(self, x: Tensor) -> Tensor:
+        if not (torch.is_grad_enabled() and self.lora_A.requires_grad):
+            return super().conv_forward(x)
+        conv = F.conv3d if self.conv_type is nn.Conv3d else F.conv2d
+        out_c, in_c, *k = self.kernel_shape
+        rank = self.lora_A.shape[0]
+        base = conv(x, self.weight.view(self.kernel_shape), self.bias, self.stride, self.padding, self.dilation)
+        low = conv(x, self.lora_A.view(rank, in_c, *k), None, self.stride, self.padding, self.dilation)
+        return base + conv(low, self.lora_B.view(out_c, rank, *[1] * len(k))) * self.scaling
 
 
 def directional_scale(weight: Tensor, magnitude: Tensor, axis: str, detach_norm: bool, eps: float = 1e-12) -> Tensor:

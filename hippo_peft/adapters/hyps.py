@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hippo_peft.adapters.config import HyPSConfig
-from hippo_peft.adapters.core import ConvMixin
+from hippo_peft.adapters.core import ConvMixin, FactoredConvMixin
 from hippo_peft.adapters.pissa import PiSSALinear
 from hippo_peft.adapters.registry import MethodSpec
 
@@ -59,8 +59,20 @@ class SerialAdapter(nn.Module):
         return h + self.scale * self.up(torch.relu(self.down(self.dropout(h))))
 
     def over_channels(self, h: Tensor) -> Tensor:
-        """The adapter on dim 1 of a conv output (N, C, ...): a 1x1(x1) conv bottleneck."""
-        return self(h.movedim(1, -1)).movedim(-1, 1)
+        """The adapter on dim 1 of a conv output (N, C, ...): the same weights as 1x1(x1) convs (no channels-last
+        copy of the activation), calibrated on the median over every voxel of the first batch."""
+        conv = F.conv3d if h.dim() == 5 else F.conv2d
+        ones = [1] * (h.dim() - 2)
+        down = self.down.weight.view(*self.down.weight.shape, *ones)
+        if self.training and not self._checked:
+            self._checked = True
+            if not bool(self.calibrated):
+                with torch.no_grad():
+                    z = conv(h.detach().float(), down.float())
+                    self.down.bias.copy_(-z.transpose(0, 1).reshape(z.shape[1], -1).median(dim=1).values)
+                    self.calibrated.fill_(True)
+        z = torch.relu(conv(self.dropout(h), down, self.down.bias))
+        return h + self.scale * conv(z, self.up.weight.view(*self.up.weight.shape, *ones), self.up.bias)
 
 
 class LinearWithSerialAdapter(nn.Linear):
@@ -112,7 +124,7 @@ class Conv2dWithSerialAdapter(nn.Conv2d):
         return self.serial.over_channels(super().forward(x))
 
 
-class HyPSConv(ConvMixin, HyPSLinear):
+class HyPSConv(FactoredConvMixin, HyPSLinear):
     """HyPS on a conv: the principal branch on the unfolded kernel, the serial adapter over the output channels."""
 
     def forward(self, x: Tensor) -> Tensor:

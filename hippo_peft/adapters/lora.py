@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hippo_peft.adapters.config import LoRAConfig
-from hippo_peft.adapters.core import AdaptedLinear, ConvMixin, full_precision
+from hippo_peft.adapters.core import AdaptedLinear, FactoredConvMixin, full_precision
 from hippo_peft.adapters.registry import MethodSpec
 from hippo_peft.errors import InputError
 
@@ -46,7 +46,7 @@ class LoRALinear(AdaptedLinear):
         return F.linear(x, self.weight, self.bias) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
 
 
-class LoRAConv(ConvMixin, LoRALinear):
+class LoRAConv(FactoredConvMixin, LoRALinear):
     """LoRA on the unfolded kernel: ``lora_A`` r x C_in k^3, ``lora_B`` C_out x r."""
 
 

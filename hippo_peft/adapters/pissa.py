@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from hippo_peft.adapters.config import PiSSAConfig
-from hippo_peft.adapters.core import ConvMixin, principal_split
+from hippo_peft.adapters.core import FactoredConvMixin, principal_split
 from hippo_peft.adapters.lora import LoRALinear
 from hippo_peft.adapters.registry import MethodSpec
 
@@ -25,7 +25,7 @@ class PiSSALinear(LoRALinear):
         return layer
 
 
-class PiSSAConv(ConvMixin, PiSSALinear):
+class PiSSAConv(FactoredConvMixin, PiSSALinear):
     """PiSSA on the unfolded kernel: the principal rank-r part of ``K.reshape(C_out, -1)`` trains."""
 
 
